@@ -1,0 +1,5 @@
+"""`python -m fastserve` is the same as the `fastserve` console script."""
+
+from fastserve.cli import main
+
+raise SystemExit(main())

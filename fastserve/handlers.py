@@ -1,0 +1,134 @@
+"""One function per endpoint; `App.handle` routes a Request to it.
+
+Rules: the only module that knows HTTP requests, the v2 codec and the repository together.
+Handlers return a Response, or an awaitable of one when inference has to wait: health and
+metadata never create a task. Errors are raised as FastServeErrors and rendered by the
+protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import orjson
+
+from fastserve import SERVER_NAME, __version__
+from fastserve.errors import NotFound, Unavailable
+from fastserve.http.request import Request
+from fastserve.http.response import OCTET_STREAM, Response, plain_error
+from fastserve.models.repository import Repository
+from fastserve.models.servable import InferResult, Servable
+from fastserve.router import Route, match
+from fastserve.settings import ServerSettings
+from fastserve.v2.decode import decode_request, parse_header_length
+from fastserve.v2.encode import encode_response, select_outputs
+from fastserve.v2.types import InferRequest, TensorSpec
+from fastserve.v2.validate import bind_inputs
+
+# What this server really implements, for GET /v2 (OVMS sends none; Triton lists its own).
+EXTENSIONS = ["binary_tensor_data"]
+
+Handler = Callable[[Request, Route], "Response | Awaitable[Response]"]
+_OK = Response(200)
+_NOT_READY = plain_error(503, "Server is not ready")
+
+
+class App:
+    def __init__(self, settings: ServerSettings, repository: Repository) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.server_metadata = orjson.dumps({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
+        self.routes: dict[str, Handler] = {
+            "live": self.live,
+            "ready": self.ready,
+            "server_metadata": self.metadata,
+            "model_metadata": self.model_metadata,
+            "model_ready": self.model_ready,
+            "infer": self.infer,
+            "options": self.options,
+            "metrics": self.not_enabled,
+            "config": self.not_enabled,
+            "config_reload": self.not_enabled,
+        }
+
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
+        route = match(request.method, request.url)
+        return self.routes[route.name](request, route)
+
+    def extra_headers(self, request: Request | None) -> bytes:
+        """Headers added to every response (none by default)."""
+        return b""
+
+    # Server endpoints
+
+    def live(self, request: Request, route: Route) -> Response:
+        return _OK
+
+    def ready(self, request: Request, route: Route) -> Response:
+        return _OK if self.repository.ready else _NOT_READY
+
+    def metadata(self, request: Request, route: Route) -> Response:
+        return Response(200, self.server_metadata)
+
+    def options(self, request: Request, route: Route) -> Response:
+        return Response(204, headers=((b"allow", route.allow),))
+
+    def not_enabled(self, request: Request, route: Route) -> Response:
+        raise NotFound("Invalid request URL")
+
+    # Model endpoints
+
+    def model_metadata(self, request: Request, route: Route) -> Response:
+        assert route.model is not None
+        return Response(200, self.repository.metadata(route.model, route.version))
+
+    def model_ready(self, request: Request, route: Route) -> Response:
+        assert route.model is not None
+        try:
+            self.repository.get(route.model, route.version)
+        except Unavailable as exc:
+            # The spec wants a 4xx for "not ready"; OVMS answers 404 with this text.
+            raise NotFound(exc.message) from None
+        return _OK
+
+    def infer(self, request: Request, route: Route) -> Response | Awaitable[Response]:
+        assert route.model is not None
+        servable = self.repository.get(route.model, route.version)
+        body = request.body
+        header_length = parse_header_length(request.headers.get(b"inference-header-content-length"), len(body))
+        decoded = decode_request(body, header_length)
+        arrays = bind_inputs(decoded, servable.inputs)
+        selected = select_outputs(decoded, servable.outputs)
+        result = servable.infer(arrays, [spec.index for spec, _ in selected])
+        if type(result) is InferResult:
+            return _respond(route.model, servable, decoded, selected, result)
+        return _respond_later(route.model, servable, decoded, selected, result)  # type: ignore[arg-type]
+
+
+async def _respond_later(
+    name: str, servable: Servable, decoded: InferRequest, selected: list[tuple[TensorSpec, bool]],
+    pending: Awaitable[InferResult],
+) -> Response:
+    return _respond(name, servable, decoded, selected, await pending)
+
+
+def _respond(
+    name: str, servable: Servable, decoded: InferRequest, selected: list[tuple[TensorSpec, bool]], result: InferResult
+) -> Response:
+    try:
+        outputs = [(spec, binary, array) for (spec, binary), array in zip(selected, result.arrays, strict=True)]
+        encoded = encode_response(name, servable.version_text, decoded, outputs)
+    except BaseException:
+        result.release()
+        raise
+    if not encoded.parts:
+        result.release()  # the JSON bytes are our own: the infer request can go back now
+        return Response(200, encoded.head)
+    return Response(
+        200,
+        encoded.head,
+        OCTET_STREAM,
+        parts=encoded.parts,
+        headers=((b"inference-header-content-length", b"%d" % encoded.header_length),),  # type: ignore[str-bytes-safe]
+        on_sent=result.release,  # binary parts are views of the request's output memory
+    )

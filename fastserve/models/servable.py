@@ -1,0 +1,250 @@
+"""One served model version: its compiled model, a pool of infer requests, and how it runs them.
+
+Rules: knows OpenVINO and numpy, never HTTP or JSON. Input arrays arrive already validated
+(v2.validate). Output arrays handed back are views into the infer request's own memory: the
+caller encodes them and then calls InferResult.release(), so the request is not reused while
+its outputs are still being read or sent (zero-copy binary outputs keep it until the
+transport has drained).
+
+Execution, chosen per version at load:
+- inline: `infer()` runs on the event-loop thread. For short models this is cheapest: a
+  start_async + thread hop costs ~50-80 us here against ~33 us for a whole tiny inference.
+- async: `start_async()`; OpenVINO's callback thread hands completion back to the loop with
+  call_soon_threadsafe, so the loop keeps parsing other requests while the model runs.
+`execution_mode: auto` (the default) times a warm-up inference and goes inline below
+INLINE_THRESHOLD_US.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+import numpy as np
+import openvino as ov
+
+from fastserve.errors import InferenceFailed
+from fastserve.models.pool import SlotPool
+from fastserve.v2.datatypes import BYTES, from_ov
+from fastserve.v2.types import TensorSpec
+
+log = logging.getLogger("fastserve.models")
+
+# Below this warm-up latency a model runs inline on the loop. Blocking the loop for 0.5 ms
+# costs other connections at most that much; the async hop costs ~0.1 ms of loop CPU per call.
+INLINE_THRESHOLD_US = 500
+# Inputs at least this large are wrapped in place (ov.Tensor shared_memory) instead of being
+# copied into the request's own tensor: set_tensor costs ~25 us, a 256 KiB copy about the same.
+SHARE_INPUT_BYTES = 256 * 1024
+# Requests waiting for a free infer request; beyond it the model answers 503.
+MAX_WAITING = 4096
+
+
+class Slot:
+    """One OpenVINO infer request and what is bound to it."""
+
+    __slots__ = ("request", "foreign", "shapes", "keep", "future", "loop")
+
+    def __init__(self, request: ov.InferRequest, inputs: int) -> None:
+        self.request = request
+        self.foreign = [False] * inputs  # input i is a tensor we set over caller memory
+        self.shapes: list[tuple[int, ...] | None] = [None] * inputs
+        self.keep: list[Any] = [None] * inputs  # caller arrays that must outlive the inference
+        self.future: asyncio.Future[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+
+class InferResult:
+    """Output arrays (views into the slot's memory) and the duty to give the slot back."""
+
+    __slots__ = ("arrays", "_slot", "_pool", "wait_us", "infer_us")
+
+    def __init__(self, arrays: list[np.ndarray], slot: Slot, pool: SlotPool[Slot], wait_us: float, infer_us: float):
+        self.arrays = arrays
+        self._slot: Slot | None = slot
+        self._pool = pool
+        self.wait_us = wait_us
+        self.infer_us = infer_us
+
+    def release(self) -> None:
+        slot = self._slot
+        if slot is not None:
+            self._slot = None
+            slot.keep[:] = [None] * len(slot.keep)
+            self._pool.release(slot)
+
+
+def tensor_spec(port: Any, index: int) -> TensorSpec:
+    """Describe an OpenVINO port as plain data."""
+    try:
+        name = port.get_any_name()
+    except RuntimeError:
+        name = port.get_node().get_friendly_name()
+    type_name = port.get_element_type().get_type_name()
+    shape = port.get_partial_shape()
+    dims = None
+    if shape.rank.is_static:
+        dims = tuple((d.get_length(), d.get_length()) if d.is_static else (d.get_min_length(), d.get_max_length())
+                     for d in shape)
+    return TensorSpec(name=name, datatype=from_ov(type_name), type_name=type_name, dims=dims, index=index)
+
+
+class Servable:
+    def __init__(self, name: str, version: int, compiled: ov.CompiledModel, nireq: int, mode: str) -> None:
+        self.name = name
+        self.version = version
+        self.version_text = str(version)
+        self.compiled = compiled
+        input_specs = [tensor_spec(port, i) for i, port in enumerate(compiled.inputs)]
+        output_specs = [tensor_spec(port, i) for i, port in enumerate(compiled.outputs)]
+        self.inputs: dict[str, TensorSpec] = {s.name: s for s in sorted(input_specs, key=lambda s: s.name)}
+        self.outputs: dict[str, TensorSpec] = {s.name: s for s in sorted(output_specs, key=lambda s: s.name)}
+        self._input_types = [port.get_element_type() for port in compiled.inputs]
+        self._string_inputs = [spec.datatype is BYTES for spec in input_specs]
+        self._string_outputs = [spec.datatype is BYTES for spec in output_specs]
+        if nireq <= 0:
+            nireq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        # At least two: a zero-copy binary response holds its request until the socket drains.
+        self.nireq = max(nireq, 2)
+        slots = []
+        for _ in range(self.nireq):
+            slot = Slot(compiled.create_infer_request(), len(input_specs))
+            slot.request.set_callback(_on_done, slot)
+            slots.append(slot)
+        self.pool: SlotPool[Slot] = SlotPool(slots, MAX_WAITING, name)
+        self.probe_us = self._probe() if mode != "async" else None
+        if mode == "auto":
+            self.inline = self.probe_us is not None and self.probe_us < INLINE_THRESHOLD_US
+        else:
+            self.inline = mode == "inline"
+
+    # Running
+
+    def infer(self, arrays: list[np.ndarray], wanted: list[int]) -> InferResult | Awaitable[InferResult]:
+        """Run one inference; a result now when inline and a request is free, else an awaitable."""
+        if self.inline:
+            slot = self.pool.try_acquire()
+            if slot is not None:
+                return self._run_inline(slot, arrays, wanted, 0.0)
+        return self._run_async(arrays, wanted)
+
+    def _run_inline(self, slot: Slot, arrays: list[np.ndarray], wanted: list[int], wait_us: float) -> InferResult:
+        started = time.perf_counter()
+        try:
+            self._set_inputs(slot, arrays)
+            slot.request.infer()
+        except RuntimeError as exc:
+            self.pool.release(slot)
+            raise InferenceFailed(_short(exc)) from None
+        infer_us = (time.perf_counter() - started) * 1e6
+        return InferResult(self._outputs(slot, wanted), slot, self.pool, wait_us, infer_us)
+
+    async def _run_async(self, arrays: list[np.ndarray], wanted: list[int]) -> InferResult:
+        queued = time.perf_counter()
+        slot = await self.pool.acquire()
+        started = time.perf_counter()
+        wait_us = (started - queued) * 1e6
+        if self.inline:
+            return self._run_inline(slot, arrays, wanted, wait_us)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        slot.future, slot.loop = future, loop
+        try:
+            self._set_inputs(slot, arrays)
+            slot.request.start_async()
+        except RuntimeError as exc:
+            slot.future = None
+            self.pool.release(slot)
+            raise InferenceFailed(_short(exc)) from None
+        # Shielded: the request runs on regardless, and the slot must only go back once it is done.
+        await asyncio.shield(future)
+        infer_us = (time.perf_counter() - started) * 1e6
+        return InferResult(self._outputs(slot, wanted), slot, self.pool, wait_us, infer_us)
+
+    def _set_inputs(self, slot: Slot, arrays: list[np.ndarray]) -> None:
+        request = slot.request
+        for index, array in enumerate(arrays):
+            if self._string_inputs[index]:
+                tensor = ov.Tensor(ov.Type.string, list(array.shape))
+                tensor.bytes_data = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)]
+                request.set_input_tensor(index, tensor)
+                slot.foreign[index] = True
+                slot.shapes[index] = None
+            elif array.nbytes >= SHARE_INPUT_BYTES and array.flags.c_contiguous and array.flags.writeable:
+                request.set_input_tensor(index, ov.Tensor(array, shared_memory=True))
+                slot.keep[index] = array
+                slot.foreign[index] = True
+                slot.shapes[index] = None
+            else:
+                shape = array.shape
+                if slot.foreign[index]:
+                    tensor = ov.Tensor(self._input_types[index], list(shape))
+                    request.set_input_tensor(index, tensor)
+                    slot.foreign[index] = False
+                else:
+                    tensor = request.get_input_tensor(index)
+                    if slot.shapes[index] != shape:
+                        tensor.shape = list(shape)
+                slot.shapes[index] = shape
+                tensor.data[...] = array
+
+    def _outputs(self, slot: Slot, wanted: list[int]) -> list[np.ndarray]:
+        request = slot.request
+        out = []
+        for index in wanted:
+            tensor = request.get_output_tensor(index)
+            out.append(np.asarray(tensor.bytes_data, dtype=object) if self._string_outputs[index] else tensor.data)
+        return out
+
+    # Loading
+
+    def _probe(self) -> float | None:
+        """Median latency of a few inferences on zero inputs of the smallest shape; None if it fails."""
+        arrays = []
+        for spec in sorted(self.inputs.values(), key=lambda s: s.index):
+            if spec.dims is None or spec.datatype is None:
+                return None
+            shape = tuple(max(low, 1) for low, _ in spec.dims)
+            if spec.datatype is BYTES:
+                arrays.append(np.full(shape, b"", dtype=object))
+            else:
+                arrays.append(np.zeros(shape, dtype=spec.datatype.numpy))
+        slot = self.pool.try_acquire()
+        assert slot is not None
+        try:
+            self._set_inputs(slot, arrays)
+            slot.request.infer()  # the first run allocates and warms caches
+            times = []
+            for _ in range(5):
+                started = time.perf_counter()
+                slot.request.infer()
+                times.append((time.perf_counter() - started) * 1e6)
+            return statistics.median(times)
+        except RuntimeError as exc:
+            log.debug("warm-up probe of %s failed: %s", self.name, _short(exc))
+            return None
+        finally:
+            slot.keep[:] = [None] * len(slot.keep)
+            self.pool.release(slot)
+
+
+def _on_done(slot: Slot) -> None:
+    """OpenVINO's callback thread: wake the loop, nothing more (the GIL is contended here)."""
+    loop, future = slot.loop, slot.future
+    if loop is not None and future is not None:
+        loop.call_soon_threadsafe(_resolve, future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _short(exc: BaseException) -> str:
+    """OpenVINO's messages carry a stack of source locations; keep the last meaningful line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("Exception from")]
+    return lines[-1] if lines else type(exc).__name__

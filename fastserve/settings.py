@@ -1,0 +1,88 @@
+"""Settings: frozen dataclasses built by the CLI and the config loader.
+
+Rules: validation only, no I/O. Field names follow OVMS (`nireq`, `target_device`, ...),
+so what a user wrote in an OVMS config means the same thing here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# OVMS's limit: Drogon's client_max_body_size is set to 1 GiB.
+DEFAULT_MAX_REQUEST_SIZE = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class VersionPolicy:
+    """OVMS `model_version_policy`: latest N (default 1), specific versions, or all."""
+
+    kind: str = "latest"  # "latest" | "specific" | "all"
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve out of those on disk, ascending."""
+        ordered = sorted(available)
+        if self.kind == "all":
+            return ordered
+        if self.kind == "specific":
+            return [v for v in ordered if v in self.versions]
+        return ordered[-self.num_versions :] if self.num_versions > 0 else []
+
+    def describe(self) -> str:
+        if self.kind == "specific":
+            return f"specific {list(self.versions)}"
+        return "all" if self.kind == "all" else f"latest {self.num_versions}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    name: str
+    base_path: Path
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    nireq: int = 0  # 0: OpenVINO's optimal number of infer requests
+    target_device: str = "CPU"
+    plugin_config: dict[str, Any] = field(default_factory=dict)
+    # None: the model's own shape; "auto": every dim dynamic; str: "(1,3,224,224)" for all inputs;
+    # dict: per-input shape strings.
+    shape: str | dict[str, str] | None = None
+    batch_size: int | str | None = None  # int, "auto" (dynamic batch) or None
+    layout: str | dict[str, str] | None = None
+    # fastserve's own keys (OVMS has no dynamic batching): opt-in server-side batching.
+    max_batch_size: int = 0
+    max_queue_delay_microseconds: int = 0
+    # "auto" picks inline or async per model by a warm-up probe; see models/servable.py.
+    execution_mode: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    models: tuple[ModelSettings, ...] = ()
+    config_path: Path | None = None
+    rest_port: int = 8000
+    rest_bind_address: str = "0.0.0.0"
+    max_request_size: int = DEFAULT_MAX_REQUEST_SIZE
+    log_level: str = "INFO"
+    log_path: Path | None = None
+    cache_dir: Path | None = None
+    # Connections beyond this get 503 and are closed; each costs a socket and ~10 KB.
+    max_connections: int = 10_000
+    # uvicorn uses 5 s; locust and tritonclient keep connections idle between bursts, so longer.
+    keep_alive_timeout: float = 60.0
+    # A client must send complete headers within this time (slowloris).
+    header_timeout: float = 10.0
+    # A started body must make progress at least this often.
+    body_timeout: float = 30.0
+    # On SIGTERM, in-flight requests get this long to finish.
+    shutdown_timeout: float = 30.0
+    metrics_enable: bool = False
+    file_system_poll_wait_seconds: int = 1
+    rest_workers: int = 1
+    allowed_origins: str | None = None
+    allowed_methods: str = "*"
+    allowed_headers: str = "*"
+    allow_credentials: bool = False
+    server_timing: bool = False
+    pipelines: tuple[Any, ...] = ()

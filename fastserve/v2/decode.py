@@ -1,0 +1,294 @@
+"""Request decoding: body bytes (+ Inference-Header-Content-Length) -> InferRequest.
+
+Rules: model-agnostic. Checks the structure and turns JSON `data` and binary sections into
+numpy arrays (binary sections are viewed in place with np.frombuffer, never copied). Every
+problem is an InvalidInput/BadRequest naming the field. Knows no OpenVINO and no sockets.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+
+from fastserve.errors import BadRequest, InvalidInput
+from fastserve.v2.datatypes import BY_NAME, BYTES, Datatype
+from fastserve.v2.types import InferInput, InferRequest, RequestedOutput
+
+# Triton and OVMS both cap JSON nesting at 100; deeper `data` is refused before numpy sees it.
+MAX_NESTING_DEPTH = 100
+_INT_RANGES = {
+    np.dtype(t): (int(np.iinfo(t).min), int(np.iinfo(t).max))
+    for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
+}
+
+
+def parse_header_length(value: bytes | None, body_length: int) -> int | None:
+    """The Inference-Header-Content-Length value, checked against the body (None: no header)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isdigit():
+        raise BadRequest("Inference-Header-Content-Length header is invalid and couldn't be parsed")
+    length = int(text)
+    if length > body_length:
+        raise BadRequest(
+            f"Inference-Header-Content-Length header exceeds actual payload length ({length} > {body_length} bytes)"
+        )
+    return length
+
+
+def decode_request(body: bytes | bytearray | memoryview, header_length: int | None) -> InferRequest:
+    """Parse the JSON part and attach the binary sections, in the order of inputs that carry no `data`."""
+    view = memoryview(body)
+    if header_length == 0:
+        # Triton's raw binary request: no JSON at all, the whole body is the model's single input.
+        return InferRequest(id=None, parameters={}, inputs=[], outputs=None, raw_binary=view)
+    json_part = view if header_length is None else view[:header_length]
+    try:
+        doc = orjson.loads(json_part)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The request is not valid JSON - {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("Request body should be JSON object")
+    request = _request_fields(doc)
+    binary = view[header_length:] if header_length is not None else None
+    _attach_binary(request.inputs, binary)
+    return request
+
+
+def _request_fields(doc: dict[str, Any]) -> InferRequest:
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequest("Request id must be a string")
+    parameters = parse_parameters(doc.get("parameters"), "request")
+    binary_output = parameters.get("binary_data_output", False)
+    if not isinstance(binary_output, bool):
+        raise BadRequest("Could not parse request parameters - binary_data_output must be a boolean")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise BadRequest("Invalid JSON structure, missing inputs")
+    inputs = [_input(item, index) for index, item in enumerate(raw_inputs)]
+    seen: set[str] = set()
+    for item in inputs:
+        if item.name in seen:
+            raise InvalidInput(f"Duplicate input name: {item.name}")
+        seen.add(item.name)
+    outputs = _outputs(doc.get("outputs"))
+    return InferRequest(request_id, parameters, inputs, outputs, binary_output)
+
+
+def parse_parameters(value: Any, where: str) -> dict[str, Any]:
+    """`parameters` is absent or an object of string, number or boolean values."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"Could not parse {where} parameters - parameters must be an object")
+    for key, item in value.items():
+        if not isinstance(item, str | int | float | bool):
+            raise BadRequest(f"Could not parse {where} parameters - {key!r} must be a string, number or boolean")
+    return value
+
+
+def _input(item: Any, index: int) -> InferInput:
+    if not isinstance(item, dict):
+        raise InvalidInput(f"Could not parse input content - inputs[{index}] must be an object")
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(f"Could not parse input content - inputs[{index}].name must be a non-empty string")
+    shape = item.get("shape")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise InvalidInput(f"Could not parse input content - shape of input {name} must be a list of integers >= 0")
+    type_name = item.get("datatype")
+    if not isinstance(type_name, str):
+        raise InvalidInput(f"Could not parse input content - datatype of input {name} must be a string")
+    datatype = BY_NAME.get(type_name)
+    if datatype is None:
+        raise InvalidInput(f"Unsupported data precision detected - {type_name!r} for input {name}")
+    parameters = parse_parameters(item.get("parameters"), f"input {name}")
+    result = InferInput(name, datatype, tuple(shape), parameters)
+    if "data" in item:
+        if "binary_data_size" in parameters:
+            raise InvalidInput(f"Request contains values both in binary data and in content value for input {name}")
+        result.data = json_to_array(item["data"], datatype, result.shape, name)
+    return result
+
+
+def _outputs(value: Any) -> list[RequestedOutput] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise BadRequest("Could not parse output content - outputs must be a list")
+    outputs = []
+    seen: set[str] = set()
+    for index, item in enumerate(value):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise BadRequest(f"Could not parse output content - outputs[{index}] must be an object with a name")
+        name = item["name"]
+        if name in seen:
+            raise BadRequest(f"Duplicate output name: {name}")
+        seen.add(name)
+        parameters = parse_parameters(item.get("parameters"), f"output {name}")
+        binary = parameters.get("binary_data")
+        if binary is not None and not isinstance(binary, bool):
+            raise BadRequest(f"Could not parse output content - binary_data of output {name} must be a boolean")
+        outputs.append(RequestedOutput(name, binary, parameters))
+    return outputs
+
+
+def element_count(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
+def json_to_array(data: Any, datatype: Datatype, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """JSON `data` (flat or nested) -> an array of the datatype shaped as `shape`.
+
+    Only the element count is checked against the shape, as the reference page says. Values
+    must really be of the datatype's kind: no strings as numbers, no floats as integers, no
+    numbers as booleans, integers within range (all 64 bits of INT64 and UINT64).
+    """
+    if not isinstance(data, list):
+        raise InvalidInput(f"Could not parse input content - data of input {name} must be an array")
+    expected = element_count(shape)
+    if datatype is BYTES:
+        flat = _flatten_strings(data, name)
+        array = np.array(flat, dtype=object)
+    else:
+        _check_depth(data, name)
+        array = _numeric(data, datatype, name)
+    if array.size != expected:
+        raise InvalidInput(
+            f"Invalid number of values in tensor proto container - Expected: {expected} values; "
+            f"Actual: {array.size} values; input name: {name}"
+        )
+    return array.reshape(shape)
+
+
+def _check_depth(data: list[Any], name: str) -> None:
+    depth, item = 1, data
+    while item and isinstance(item[0], list):
+        depth += 1
+        item = item[0]
+        if depth > MAX_NESTING_DEPTH:
+            raise InvalidInput(f"JSON nesting depth exceeds the allowed limit ({MAX_NESTING_DEPTH}) in input {name}")
+
+
+def _numeric(data: list[Any], datatype: Datatype, name: str) -> np.ndarray:
+    target = datatype.numpy
+    try:
+        loose = np.asarray(data)
+    except (ValueError, TypeError):
+        raise InvalidInput(
+            f"Could not parse input content - data of input {name} is ragged or holds values that are not numbers"
+        ) from None
+    if loose.size == 0:
+        return loose.astype(target)
+    kind = loose.dtype.kind
+    if kind not in datatype.kinds:
+        if target.kind in "iu" and kind in "fO":
+            # Integers beyond int64 turn numpy's guess into float64 or object: convert exactly instead.
+            return _exact_integers(data, datatype, name)
+        raise InvalidInput(
+            f"Could not parse input content - data of input {name} holds values that are not {_kind_word(datatype)}"
+        )
+    if target.kind in "iu":
+        low, high = _INT_RANGES[target]
+        if int(loose.min()) < low or int(loose.max()) > high:
+            raise InvalidInput(f"Value out of range for {datatype.name} in input {name} (allowed {low}..{high})")
+    return loose.astype(target, copy=False)
+
+
+def _exact_integers(data: list[Any], datatype: Datatype, name: str) -> np.ndarray:
+    flat = np.array(data, dtype=object).reshape(-1)
+    if not all(type(v) is int for v in flat):
+        raise InvalidInput(f"Could not parse input content - data of input {name} holds values that are not integers")
+    low, high = _INT_RANGES[datatype.numpy]
+    if min(flat) < low or max(flat) > high:
+        raise InvalidInput(f"Value out of range for {datatype.name} in input {name} (allowed {low}..{high})")
+    return np.array(flat.tolist(), dtype=datatype.numpy)
+
+
+def _kind_word(datatype: Datatype) -> str:
+    if datatype.name == "BOOL":
+        return "booleans (true/false)"
+    return "integers" if datatype.numpy.kind in "iu" else "numbers"
+
+
+def _flatten_strings(data: list[Any], name: str) -> list[str]:
+    out: list[str] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, str):
+                out.append(item)
+            elif isinstance(item, list):
+                if len(stack) >= MAX_NESTING_DEPTH:
+                    raise InvalidInput(
+                        f"JSON nesting depth exceeds the allowed limit ({MAX_NESTING_DEPTH}) in input {name}"
+                    )
+                stack.append(iter(item))
+                break
+            else:
+                raise InvalidInput(f"Could not parse input content - BYTES data of input {name} must be strings")
+        else:
+            stack.pop()
+    return out
+
+
+def _attach_binary(inputs: list[InferInput], binary: memoryview | None) -> None:
+    """Give each input without `data` its slice of the binary section, in order."""
+    offset = 0
+    size = 0 if binary is None else len(binary)
+    pending = [item for item in inputs if item.data is None]
+    for position, item in enumerate(pending):
+        if binary is None:
+            raise InvalidInput(f"Could not parse input content - input {item.name} has no data")
+        declared = item.parameters.get("binary_data_size")
+        if declared is not None and (type(declared) is not int or declared < 0):
+            raise InvalidInput(f"binary_data_size parameter is invalid and cannot be parsed for input {item.name}")
+        if item.datatype is BYTES:
+            if declared is None:
+                if position != len(pending) - 1:
+                    raise InvalidInput(f"binary_data_size is required for BYTES input {item.name} (not the last one)")
+                declared = size - offset
+            length = declared
+        else:
+            length = element_count(item.shape) * item.datatype.itemsize
+            if declared is not None and declared != length:
+                raise InvalidInput(
+                    f"Invalid content size of tensor proto - Expected: {length} bytes; "
+                    f"Actual: {declared} bytes; input name: {item.name}"
+                )
+        if offset + length > size:
+            raise InvalidInput(
+                f"Received buffer size is smaller than binary_data_size parameter indicates for input {item.name} "
+                f"({length} bytes needed, {size - offset} left)"
+            )
+        section = binary[offset : offset + length]
+        offset += length
+        if item.datatype is BYTES:
+            item.raw = section
+        else:
+            item.data = np.frombuffer(section, dtype=item.datatype.numpy).reshape(item.shape)
+    if offset < size:
+        raise InvalidInput(f"Unexpected additional binary data: {size - offset} bytes after the last input")
+
+
+def split_bytes_elements(raw: memoryview, name: str) -> list[bytes]:
+    """BYTES in binary: each element is a 4-byte little-endian length, then that many bytes."""
+    out = []
+    offset, size = 0, len(raw)
+    while offset < size:
+        if offset + 4 > size:
+            raise InvalidInput(f"Invalid content size of tensor proto - truncated length prefix in input {name}")
+        length = int.from_bytes(raw[offset : offset + 4], "little")
+        offset += 4
+        if offset + length > size:
+            raise InvalidInput(
+                f"Invalid content size of tensor proto - Batch length metadata exceeded buffer size in input {name}"
+            )
+        out.append(bytes(raw[offset : offset + length]))
+        offset += length
+    return out
