@@ -42,12 +42,17 @@ INLINE_THRESHOLD_US = 500
 SHARE_INPUT_BYTES = 256 * 1024
 # Requests waiting for a free infer request; beyond it the model answers 503.
 MAX_WAITING = 4096
+# OpenVINO's Python callback runs only when an inference succeeds; a failed one is found by
+# polling wait_for(0), first after 5 ms, then backing off to every 100 ms. A success costs one
+# timer (most async models finish before the first poll); a failure is reported within ~0.1 s.
+FAILURE_POLL_FIRST_S = 0.005
+FAILURE_POLL_MAX_S = 0.1
 
 
 class Slot:
     """One OpenVINO infer request and what is bound to it."""
 
-    __slots__ = ("request", "foreign", "shapes", "keep", "future", "loop")
+    __slots__ = ("request", "foreign", "shapes", "keep", "future", "loop", "watch")
 
     def __init__(self, request: ov.InferRequest, inputs: int) -> None:
         self.request = request
@@ -56,6 +61,7 @@ class Slot:
         self.keep: list[Any] = [None] * inputs  # caller arrays that must outlive the inference
         self.future: asyncio.Future[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.watch: asyncio.TimerHandle | None = None  # the failure poll of the running inference
 
 
 class InferResult:
@@ -160,10 +166,32 @@ class Servable:
             slot.future = None
             self.pool.release(slot)
             raise InferenceFailed(_short(exc)) from None
+        slot.watch = loop.call_later(FAILURE_POLL_FIRST_S, _watch, slot, future, FAILURE_POLL_FIRST_S)
         # Shielded: the request runs on regardless, and the slot must only go back once it is done.
-        await asyncio.shield(future)
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(lambda done: self._release_after(slot, done))
+            raise
+        except InferenceFailed:
+            self._release_after(slot, future)
+            raise
+        if slot.watch is not None:
+            slot.watch.cancel()
+            slot.watch = None
         infer_us = (time.perf_counter() - started) * 1e6
         return InferResult(self._outputs(slot, wanted), slot, self.pool, wait_us, infer_us)
+
+    def _release_after(self, slot: Slot, done: asyncio.Future[None]) -> None:
+        """Give back the slot of an inference nobody waits for any more (failed, or its caller cancelled)."""
+        if not done.cancelled():
+            done.exception()  # retrieved: a failure nobody awaits is not an asyncio warning
+        if slot.watch is not None:
+            slot.watch.cancel()
+            slot.watch = None
+        slot.future = None
+        slot.keep[:] = [None] * len(slot.keep)
+        self.pool.release(slot)
 
     def _set_inputs(self, slot: Slot, arrays: list[np.ndarray]) -> None:
         request = slot.request
@@ -242,6 +270,20 @@ def _on_done(slot: Slot) -> None:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _watch(slot: Slot, future: asyncio.Future[None], delay: float) -> None:
+    """Loop timer: fail the future if the inference raised (its callback never runs then)."""
+    slot.watch = None
+    if future.done():
+        return
+    try:
+        slot.request.wait_for(0)  # returns at once; raises the inference's error once it has failed
+    except RuntimeError as exc:
+        future.set_exception(InferenceFailed(_short(exc)))
+        return
+    delay = min(delay * 2, FAILURE_POLL_MAX_S)
+    slot.watch = future.get_loop().call_later(delay, _watch, slot, future, delay)
 
 
 def _short(exc: BaseException) -> str:
