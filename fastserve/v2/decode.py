@@ -19,6 +19,13 @@ from fastserve.v2.types import InferInput, InferRequest, RequestedOutput
 
 # Triton and OVMS both cap JSON nesting at 100; deeper `data` is refused before numpy sees it.
 MAX_NESTING_DEPTH = 100
+# Most elements a shape may describe, zero dims counted as 1: 2**40 (a tera-element) is far
+# beyond any request body (1 GiB by default), and numpy refuses shapes whose non-zero dims
+# overflow int64 even when a zero dim makes the tensor empty, e.g. [0, 2**62].
+MAX_ELEMENTS = 2**40
+_ABSENT: Any = object()  # a field not sent at all, as opposed to one sent as null
+# Float64 magnitudes from which a cast rounds to inf: the type's max plus half an ulp there.
+_FLOAT_OVERFLOW = {np.dtype(np.float16): 65520.0, np.dtype(np.float32): float(2**128 - 2**103)}
 _INT_RANGES = {
     np.dtype(t): (int(np.iinfo(t).min), int(np.iinfo(t).max))
     for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
@@ -47,6 +54,8 @@ def decode_request(body: bytes | bytearray | memoryview, header_length: int | No
         # Triton's raw binary request: no JSON at all, the whole body is the model's single input.
         return InferRequest(id=None, parameters={}, inputs=[], outputs=None, raw_binary=view)
     json_part = view if header_length is None else view[:header_length]
+    if not json_part:
+        raise BadRequest("The request is not valid JSON - the body is empty (a JSON object is expected)")
     try:
         doc = orjson.loads(json_part)
     except orjson.JSONDecodeError as exc:
@@ -60,29 +69,32 @@ def decode_request(body: bytes | bytearray | memoryview, header_length: int | No
 
 
 def _request_fields(doc: dict[str, Any]) -> InferRequest:
-    request_id = doc.get("id")
-    if request_id is not None and not isinstance(request_id, str):
+    # Optional fields are either absent or of their type: null is refused, as OVMS and Triton do.
+    request_id = doc.get("id", _ABSENT)
+    if request_id is _ABSENT:
+        request_id = None
+    elif not isinstance(request_id, str):
         raise BadRequest("Request id must be a string")
-    parameters = parse_parameters(doc.get("parameters"), "request")
+    parameters = parse_parameters(doc.get("parameters", _ABSENT), "request")
     binary_output = parameters.get("binary_data_output", False)
     if not isinstance(binary_output, bool):
         raise BadRequest("Could not parse request parameters - binary_data_output must be a boolean")
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
-        raise BadRequest("Invalid JSON structure, missing inputs")
+        raise BadRequest("Invalid JSON structure, missing inputs - inputs must be a non-empty list")
     inputs = [_input(item, index) for index, item in enumerate(raw_inputs)]
     seen: set[str] = set()
     for item in inputs:
         if item.name in seen:
             raise InvalidInput(f"Duplicate input name: {item.name}")
         seen.add(item.name)
-    outputs = _outputs(doc.get("outputs"))
+    outputs = _outputs(doc.get("outputs", _ABSENT))
     return InferRequest(request_id, parameters, inputs, outputs, binary_output)
 
 
 def parse_parameters(value: Any, where: str) -> dict[str, Any]:
-    """`parameters` is absent or an object of string, number or boolean values."""
-    if value is None:
+    """`parameters` is absent (_ABSENT) or an object of string, number or boolean values."""
+    if value is _ABSENT:
         return {}
     if not isinstance(value, dict):
         raise BadRequest(f"Could not parse {where} parameters - parameters must be an object")
@@ -101,13 +113,15 @@ def _input(item: Any, index: int) -> InferInput:
     shape = item.get("shape")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise InvalidInput(f"Could not parse input content - shape of input {name} must be a list of integers >= 0")
+    if math.prod(d or 1 for d in shape) > MAX_ELEMENTS:
+        raise InvalidInput(f"Could not parse input content - shape {shape} of input {name} is too large")
     type_name = item.get("datatype")
     if not isinstance(type_name, str):
         raise InvalidInput(f"Could not parse input content - datatype of input {name} must be a string")
     datatype = BY_NAME.get(type_name)
     if datatype is None:
         raise InvalidInput(f"Unsupported data precision detected - {type_name!r} for input {name}")
-    parameters = parse_parameters(item.get("parameters"), f"input {name}")
+    parameters = parse_parameters(item.get("parameters", _ABSENT), f"input {name}")
     result = InferInput(name, datatype, tuple(shape), parameters)
     if "data" in item:
         if "binary_data_size" in parameters:
@@ -117,7 +131,7 @@ def _input(item: Any, index: int) -> InferInput:
 
 
 def _outputs(value: Any) -> list[RequestedOutput] | None:
-    if value is None:
+    if value is _ABSENT:
         return None
     if not isinstance(value, list):
         raise BadRequest("Could not parse output content - outputs must be a list")
@@ -130,7 +144,7 @@ def _outputs(value: Any) -> list[RequestedOutput] | None:
         if name in seen:
             raise BadRequest(f"Duplicate output name: {name}")
         seen.add(name)
-        parameters = parse_parameters(item.get("parameters"), f"output {name}")
+        parameters = parse_parameters(item.get("parameters", _ABSENT), f"output {name}")
         binary = parameters.get("binary_data")
         if binary is not None and not isinstance(binary, bool):
             raise BadRequest(f"Could not parse output content - binary_data of output {name} must be a boolean")
@@ -176,10 +190,11 @@ def _check_depth(data: list[Any], name: str) -> None:
 
 
 def _numeric(data: list[Any], datatype: Datatype, name: str) -> np.ndarray:
+    """numpy guesses a dtype from the JSON values (one C pass); the guess tells what was sent."""
     target = datatype.numpy
     try:
         loose = np.asarray(data)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise InvalidInput(
             f"Could not parse input content - data of input {name} is ragged or holds values that are not numbers"
         ) from None
@@ -188,26 +203,41 @@ def _numeric(data: list[Any], datatype: Datatype, name: str) -> np.ndarray:
     kind = loose.dtype.kind
     if kind not in datatype.kinds:
         if target.kind in "iu" and kind in "fO":
-            # Integers beyond int64 turn numpy's guess into float64 or object: convert exactly instead.
+            # A mix beyond int64 (e.g. 2**63 and 1) makes numpy guess float64: convert exactly instead.
             return _exact_integers(data, datatype, name)
         raise InvalidInput(
             f"Could not parse input content - data of input {name} holds values that are not {_kind_word(datatype)}"
         )
     if target.kind in "iu":
-        low, high = _INT_RANGES[target]
-        if int(loose.min()) < low or int(loose.max()) > high:
-            raise InvalidInput(f"Value out of range for {datatype.name} in input {name} (allowed {low}..{high})")
+        if not np.can_cast(loose.dtype, target):
+            low, high = _INT_RANGES[target]
+            if int(loose.min()) < low or int(loose.max()) > high:
+                raise InvalidInput(_out_of_range(datatype, name, low, high))
+    elif target in _FLOAT_OVERFLOW:
+        # Values that would round to +-inf are refused (JSON itself cannot carry inf).
+        limit = _FLOAT_OVERFLOW[target]
+        if loose.max() >= limit or loose.min() <= -limit:
+            finfo = np.finfo(target)
+            raise InvalidInput(_out_of_range(datatype, name, -float(finfo.max), float(finfo.max)))
     return loose.astype(target, copy=False)
 
 
 def _exact_integers(data: list[Any], datatype: Datatype, name: str) -> np.ndarray:
-    flat = np.array(data, dtype=object).reshape(-1)
-    if not all(type(v) is int for v in flat):
-        raise InvalidInput(f"Could not parse input content - data of input {name} holds values that are not integers")
+    """The slow path, element by element: only for integers beyond int64, floats or junk."""
+    values = np.array(data, dtype=object).reshape(-1).tolist()
     low, high = _INT_RANGES[datatype.numpy]
-    if min(flat) < low or max(flat) > high:
-        raise InvalidInput(f"Value out of range for {datatype.name} in input {name} (allowed {low}..{high})")
-    return np.array(flat.tolist(), dtype=datatype.numpy)
+    if not all(type(v) is int for v in values):
+        # orjson reads integer literals beyond 64 bits as floats: call those out of range, not "not integers".
+        if any(type(v) is float and v.is_integer() and not low <= v <= high for v in values):
+            raise InvalidInput(_out_of_range(datatype, name, low, high))
+        raise InvalidInput(f"Could not parse input content - data of input {name} holds values that are not integers")
+    if min(values) < low or max(values) > high:
+        raise InvalidInput(_out_of_range(datatype, name, low, high))
+    return np.array(values, dtype=datatype.numpy)
+
+
+def _out_of_range(datatype: Datatype, name: str, low: float, high: float) -> str:
+    return f"Value out of range for {datatype.name} in input {name} (allowed {low}..{high})"
 
 
 def _kind_word(datatype: Datatype) -> str:
