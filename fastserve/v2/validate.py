@@ -52,11 +52,9 @@ def _bind(item: InferInput, spec: TensorSpec) -> np.ndarray:
             f"input name: {item.name}"
         )
     check_shape(item.shape, spec)
-    if item.datatype is BYTES:
-        elements = _bytes_elements(item)
-        array = np.array(elements, dtype=object).reshape(item.shape) if item.raw is not None else item.data
-        assert array is not None
-        return array
+    if item.datatype is BYTES and item.raw is not None:
+        return np.array(_bytes_elements(item), dtype=object).reshape(item.shape)
+    # JSON data (BYTES included: an object array of str) is already shaped and counted by decode.
     assert item.data is not None
     return item.data
 
