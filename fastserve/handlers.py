@@ -8,6 +8,7 @@ protocol.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -20,8 +21,10 @@ from fastserve.models.repository import Repository
 from fastserve.models.servable import InferResult, Servable
 from fastserve.router import Route, match
 from fastserve.settings import ServerSettings
+from fastserve.v2 import images
 from fastserve.v2.decode import decode_request, parse_header_length
 from fastserve.v2.encode import encode_response, select_outputs
+from fastserve.v2.images import INLINE_IMAGE_BYTES, image_input_bytes
 from fastserve.v2.types import InferRequest, TensorSpec
 from fastserve.v2.validate import bind_inputs
 
@@ -97,12 +100,24 @@ class App:
         body = request.body
         header_length = parse_header_length(request.headers.get(b"inference-header-content-length"), len(body))
         decoded = decode_request(body, header_length)
+        if image_input_bytes(decoded, servable.inputs) > INLINE_IMAGE_BYTES:
+            return _infer_off_loop(route.model, servable, decoded)  # big JPEG/PNG decodes leave the loop
         arrays = bind_inputs(decoded, servable.inputs)
         selected = select_outputs(decoded, servable.outputs)
         result = servable.infer(arrays, [spec.index for spec, _ in selected])
         if type(result) is InferResult:
             return _respond(route.model, servable, decoded, selected, result)
         return _respond_later(route.model, servable, decoded, selected, result)  # type: ignore[arg-type]
+
+
+async def _infer_off_loop(name: str, servable: Servable, decoded: InferRequest) -> Response:
+    loop = asyncio.get_running_loop()
+    arrays = await loop.run_in_executor(images.executor(), bind_inputs, decoded, servable.inputs)
+    selected = select_outputs(decoded, servable.outputs)
+    result = servable.infer(arrays, [spec.index for spec, _ in selected])
+    if type(result) is not InferResult:
+        result = await result  # type: ignore[misc]
+    return _respond(name, servable, decoded, selected, result)  # type: ignore[arg-type]
 
 
 async def _respond_later(

@@ -44,6 +44,12 @@ def _bind(item: InferInput, spec: TensorSpec) -> np.ndarray:
             from fastserve.v2 import images  # decoders load only when images are used
 
             return images.decode_images(_bytes_elements(item), item, spec)
+        if expected is not None:
+            rank = "of dynamic rank" if spec.rank is None else f"{spec.rank}-D"
+            raise InvalidInput(
+                f"Invalid input precision - Expected: {expected.name}; Actual: BYTES; input name: {item.name} "
+                f"(encoded JPEG/PNG images need a 4-D NHWC input; this one is {rank}: {spec.describe_shape()})"
+            )
     if expected is None:
         raise InvalidInput(f"Input {spec.name} has element type {spec.type_name}, which KServe v2 cannot carry")
     if item.datatype is not expected:
