@@ -40,8 +40,6 @@ INLINE_THRESHOLD_US = 500
 # Inputs at least this large are wrapped in place (ov.Tensor shared_memory) instead of being
 # copied into the request's own tensor: set_tensor costs ~25 us, a 256 KiB copy about the same.
 SHARE_INPUT_BYTES = 256 * 1024
-# Requests waiting for a free infer request; beyond it the model answers 503.
-MAX_WAITING = 4096
 # OpenVINO's Python callback runs only when an inference succeeds; a failed one is found by
 # polling wait_for(0), first after 5 ms, then backing off to every 100 ms. A success costs one
 # timer (most async models finish before the first poll); a failure is reported within ~0.1 s.
@@ -121,7 +119,7 @@ class Servable:
             slot = Slot(compiled.create_infer_request(), len(input_specs))
             slot.request.set_callback(_on_done, slot)
             slots.append(slot)
-        self.pool: SlotPool[Slot] = SlotPool(slots, MAX_WAITING, name)
+        self.pool: SlotPool[Slot] = SlotPool(slots, name)  # queue bound and wait timeout: pool.LIMITS
         self.probe_us = self._probe() if mode != "async" else None
         if mode == "auto":
             self.inline = self.probe_us is not None and self.probe_us < INLINE_THRESHOLD_US
