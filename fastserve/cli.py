@@ -1,7 +1,10 @@
 """Command line: OVMS's flags (same names, same meaning) -> ServerSettings -> server.run().
 
-Rules: knows argparse and the settings, nothing of HTTP, KServe or OpenVINO internals.
-A configuration problem prints one line naming the file or flag and exits with code 2.
+Rules: knows argparse, logging set-up and the settings; nothing of HTTP, KServe or OpenVINO
+internals (the server module, which imports OpenVINO, is imported only once the settings are
+valid, so --help, --version and flag errors stay instant). A configuration problem prints
+ONE line naming the file and field, or the flag, and exits with code 2 (argparse's own code
+for bad flags).
 """
 
 from __future__ import annotations
@@ -13,12 +16,18 @@ from pathlib import Path
 
 from fastserve import __version__
 from fastserve.errors import ConfigError
-from fastserve.settings import DEFAULT_MAX_REQUEST_SIZE, ModelSettings, ServerSettings
+from fastserve.settings import DEFAULT_MAX_REQUEST_SIZE, ServerSettings
 
 log = logging.getLogger("fastserve")
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR")
-SINGLE_MODEL_FLAGS = ("model_path", "nireq", "target_device", "plugin_config", "model_version_policy", "shape",
-                      "batch_size", "layout")
+CONFIG_ERROR_EXIT = 2
+DEFAULT_REST_PORT = 8000
+# Flags that describe the one model of --model_name/--model_path; --config_path excludes them.
+SINGLE_MODEL_FLAGS = ("model_name", "model_path", "model_version_policy", "nireq", "target_device", "plugin_config",
+                      "shape", "batch_size", "layout")
+# OVMS's gRPC flags: accepted so OVMS command lines keep working, with a warning (no gRPC here).
+GRPC_FLAGS = ("port", "grpc_bind_address", "grpc_workers", "grpc_max_threads", "grpc_memory_quota",
+              "grpc_channel_arguments")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,11 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fastserve",
         description="A KServe v2 REST model server for OpenVINO models; takes OpenVINO Model Server's flags. "
         "With no model flags it serves the bundled demo models.",
+        epilog="Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 when the server fails, "
+        "2 for a bad configuration or flag.",
     )
     p.add_argument("--version", action="version", version=f"fastserve {__version__}")
     models = p.add_argument_group("models (as OVMS)")
     models.add_argument("--config_path", help="config.json with model_config_list (excludes the single-model flags)")
-    models.add_argument("--model_name", help="name of the single model to serve")
+    models.add_argument("--model_name", help="name of the single model to serve (with --model_path)")
     models.add_argument("--model_path", help="folder with <version>/model.xml|model.onnx, or one model file")
     models.add_argument("--model_version_policy", help='e.g. {"latest": {"num_versions": 2}}, {"all": {}}')
     models.add_argument("--nireq", type=int, help="infer requests per model version (0: OpenVINO's optimal number)")
@@ -41,71 +52,80 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--layout", help='input layout, e.g. "NHWC" or "NHWC:NCHW" (request:model)')
     models.add_argument("--cache_dir", help="OpenVINO model cache folder")
     rest = p.add_argument_group("REST server")
-    rest.add_argument("--rest_port", type=int, help="port (default 8000; 0 picks a free one)")
+    rest.add_argument("--rest_port", type=int, help=f"port (default {DEFAULT_REST_PORT}; 0 picks a free one)")
     rest.add_argument("--rest_bind_address", default="0.0.0.0", help="address(es) to bind, comma-separated")
     rest.add_argument("--rest_workers", type=int, default=1, help="server processes sharing the port")
     rest.add_argument("--max_request_size", type=int, default=DEFAULT_MAX_REQUEST_SIZE, help="body limit in bytes")
     rest.add_argument("--max_connections", type=int, default=10_000, help="open connections at most")
     rest.add_argument("--keep_alive_timeout", type=float, default=60.0, help="idle keep-alive seconds")
+    rest.add_argument("--header_timeout", type=float, default=10.0, help="seconds to send a request's headers, 0 off")
+    rest.add_argument("--body_timeout", type=float, default=30.0, help="seconds a body may stall either way, 0 off")
     rest.add_argument("--shutdown_timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM")
     ops = p.add_argument_group("operations")
-    ops.add_argument("--log_level", default="INFO", type=str.upper, choices=LOG_LEVELS)
+    ops.add_argument("--log_level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+                     help="INFO by default; DEBUG also logs every request")
     ops.add_argument("--log_path", help="log to this file instead of stderr")
     ops.add_argument("--metrics_enable", action="store_true", help="serve Prometheus metrics at /metrics")
     ops.add_argument("--file_system_poll_wait_seconds", type=int, default=1, help="config/model poll interval, 0 off")
-    ignored = p.add_argument_group("accepted for OVMS compatibility, not used (no gRPC)")
-    for flag in ("--port", "--grpc_workers", "--grpc_bind_address", "--grpc_max_threads", "--grpc_memory_quota",
-                 "--grpc_channel_arguments"):
-        ignored.add_argument(flag, help=argparse.SUPPRESS)
+    grpc = p.add_argument_group("OVMS gRPC flags: accepted with a warning and ignored (fastserve serves REST only)")
+    grpc.add_argument("--port", type=int, help="OVMS gRPC port")
+    for flag in GRPC_FLAGS[1:]:
+        grpc.add_argument(f"--{flag}", metavar="VALUE", help="OVMS gRPC setting")
     return p
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
-    from fastserve.config import (
-        load_config_file,
-        parse_batch_size,
-        parse_plugin_config,
-        parse_shape,
-        parse_version_policy,
-    )
+    """Validate the flags and read the configuration they point at; ConfigError names what is wrong."""
+    from fastserve.config import load_config_file, model_from_flags
 
+    given = [f"--{flag}" for flag in SINGLE_MODEL_FLAGS if getattr(args, flag) is not None]
     config_path = None
     if args.config_path:
-        given = [f"--{flag}" for flag in SINGLE_MODEL_FLAGS + ("model_name",) if getattr(args, flag) is not None]
         if given:
             raise ConfigError(f"--config_path excludes the single-model flags ({', '.join(given)})")
-        config_path = Path(args.config_path).resolve()
+        config_path = Path(args.config_path).expanduser().resolve()
         models, _ = load_config_file(config_path)
-    elif args.model_path or args.model_name:
-        if not (args.model_path and args.model_name):
-            raise ConfigError("--model_name and --model_path go together")
-        path = Path(args.model_path).expanduser().resolve()
-        if not path.exists():
-            raise ConfigError(f"--model_path: {path} does not exist")
+    elif args.model_name is not None or args.model_path is not None:
+        if args.model_path is None:
+            raise ConfigError("--model_name needs --model_path (the model's folder or file)")
+        if args.model_name is None:
+            raise ConfigError("--model_path needs --model_name (the name clients use in /v2/models/<name>)")
         models = [
-            ModelSettings(
-                name=args.model_name,
-                base_path=path,
-                version_policy=parse_version_policy(args.model_version_policy, "--model_version_policy"),
-                nireq=args.nireq or 0,
-                target_device=args.target_device or "CPU",
-                plugin_config=parse_plugin_config(args.plugin_config, "--plugin_config"),
-                shape=parse_shape(args.shape, "--shape"),
-                batch_size=parse_batch_size(args.batch_size, "--batch_size"),
-                layout=args.layout or None,
+            model_from_flags(
+                args.model_name,
+                args.model_path,
+                version_policy=args.model_version_policy,
+                nireq=args.nireq,
+                target_device=args.target_device,
+                plugin_config=args.plugin_config,
+                shape=args.shape,
+                batch_size=args.batch_size,
+                layout=args.layout,
             )
         ]
+    elif given:
+        raise ConfigError(f"{', '.join(given)}: needs --model_name and --model_path (or put it in config.json)")
     else:
         from fastserve.demo import DEMO_CONFIG
 
         config_path = DEMO_CONFIG
         models, _ = load_config_file(DEMO_CONFIG)
-    if args.rest_workers < 1:
-        raise ConfigError("--rest_workers must be at least 1")
+    rest_port = DEFAULT_REST_PORT if args.rest_port is None else args.rest_port
+    if not 0 <= rest_port <= 65535:
+        raise ConfigError(f"--rest_port: {rest_port} is not a port (0-65535; 0 picks a free one)")
+    if not any(host.strip() for host in args.rest_bind_address.split(",")):
+        raise ConfigError("--rest_bind_address: no address given")
+    for flag in ("rest_workers", "max_connections"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag}: must be at least 1")
+    for flag in ("max_request_size", "keep_alive_timeout", "header_timeout", "body_timeout",
+                 "shutdown_timeout", "file_system_poll_wait_seconds"):
+        if getattr(args, flag) < 0:
+            raise ConfigError(f"--{flag}: must not be negative")
     return ServerSettings(
         models=tuple(models),
         config_path=config_path,
-        rest_port=8000 if args.rest_port is None else args.rest_port,
+        rest_port=rest_port,
         rest_bind_address=args.rest_bind_address,
         max_request_size=args.max_request_size,
         log_level=args.log_level,
@@ -113,6 +133,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         max_connections=args.max_connections,
         keep_alive_timeout=args.keep_alive_timeout,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
         shutdown_timeout=args.shutdown_timeout,
         metrics_enable=args.metrics_enable,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
@@ -120,18 +142,40 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     )
 
 
+def configure_logging(level: str, path: Path | None) -> None:
+    """One handler on the root logger: stderr, or the --log_path file (TRACE is DEBUG here)."""
+    try:
+        handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+    except OSError as exc:
+        raise ConfigError(f"--log_path: cannot open {path}: {exc.strerror}") from None
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s][%(name)s] %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel({"TRACE": "DEBUG"}.get(level, level))
+
+
+def warn_ignored(args: argparse.Namespace) -> None:
+    for flag in GRPC_FLAGS:
+        value = getattr(args, flag)
+        if value is not None and not (flag == "port" and value == 0):
+            log.warning("--%s %s: ignored, fastserve has no gRPC endpoint (REST only)", flag, value)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from fastserve.server import configure_logging, run
-
-    configure_logging(args.log_level, args.log_path)
-    if args.port not in (None, "0"):
-        log.warning("--port %s: fastserve has no gRPC endpoint; serving REST only", args.port)
+    to_file = False
     try:
         settings = settings_from_args(args)
+        configure_logging(settings.log_level, settings.log_path)
+        to_file = settings.log_path is not None
+        warn_ignored(args)
         if settings.config_path is not None and not args.config_path:
             log.info("no --config_path or --model_path given: serving the bundled demo models")
+        from fastserve.server import run
+
         return run(settings)
     except ConfigError as exc:
-        print(f"fastserve: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"fastserve: error: {exc}", file=sys.stderr, flush=True)
+        if to_file:
+            log.error("%s", exc)
+        return CONFIG_ERROR_EXIT

@@ -1,8 +1,9 @@
-"""Reads an OVMS `config.json` (or the single-model CLI flags) into ModelSettings.
+"""Reads an OVMS `config.json`, or the single-model CLI flags, into ModelSettings.
 
-Rules: every problem is a ConfigError naming the file and the field, so start-up can stop
-with one clear line. Unknown keys are errors, as OVMS's schema has additionalProperties false.
-Only paths are checked here; model files are opened by the repository.
+Rules: every problem is a ConfigError naming the file and the field (or the CLI flag), so
+start-up can stop with one clear line and exit code 2. Unknown keys are errors, as OVMS's
+schema has additionalProperties false. Only paths are checked here; version folders and
+model files are looked at by models/loader.py.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ TOP_LEVEL_KEYS = {
     "mediapipe_config_list",
     "custom_loader_config_list",
 }
+# OVMS sections fastserve does not implement: refused when non-empty, instead of silently serving less.
+UNSUPPORTED_SECTIONS = (
+    "pipeline_config_list",
+    "custom_node_library_config_list",
+    "mediapipe_config_list",
+    "custom_loader_config_list",
+)
 MODEL_KEYS = {
     "name",
     "base_path",
@@ -43,7 +51,10 @@ MODEL_KEYS = {
 # Accepted by OVMS's parser but not by its schema or not meaningful here; we refuse them loudly
 # rather than silently ignore what a user expects to take effect.
 UNSUPPORTED_MODEL_KEYS = {"mean", "scale", "color_format", "precision", "custom_loader_options", "graph_path"}
-SHAPE_RE = re.compile(r"^\s*[\(\[]\s*(-?\d+(:\d+)?\s*(,\s*-?\d+(:\d+)?\s*)*)?[\)\]]\s*$")
+EXECUTION_MODES = ("auto", "inline", "async")
+# A dim is -1 (any), n >= 0, or a range a:b; shapes are "(1,3,224,224)" or "[1,3,224,224]".
+_DIM = r"\s*(?:-1|\d+|\d+:\d+)\s*"
+SHAPE_RE = re.compile(rf"^\s*[\(\[](?:{_DIM}(?:,{_DIM})*)?[\)\]]\s*$")
 
 
 def load_config_file(path: Path) -> tuple[list[ModelSettings], dict[str, Any]]:
@@ -58,64 +69,112 @@ def load_config_file(path: Path) -> tuple[list[ModelSettings], dict[str, Any]]:
         raise ConfigError(f"{path}: not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: the top level must be a JSON object")
-    unknown = set(doc) - TOP_LEVEL_KEYS
+    unknown = sorted(set(doc) - TOP_LEVEL_KEYS)
     if unknown:
-        raise ConfigError(f"{path}: unknown key {sorted(unknown)[0]!r} at the top level")
-    for key in ("mediapipe_config_list", "custom_loader_config_list"):
+        known = ", ".join(sorted(TOP_LEVEL_KEYS))
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r} at the top level (known: {known})")
+    for key in UNSUPPORTED_SECTIONS:
         if doc.get(key):
-            raise ConfigError(f"{path}: {key}: not supported by fastserve")
-    entries = doc.get("model_config_list")
-    if entries is None:
-        entries = []
+            raise ConfigError(f"{path}: {key}: not supported by fastserve (serve the models themselves)")
+    if "monitoring" in doc and not isinstance(doc["monitoring"], dict):
+        raise ConfigError(f"{path}: monitoring: must be an object")
+    if "model_config_list" not in doc:
+        raise ConfigError(f"{path}: model_config_list: required")
+    entries = doc["model_config_list"]
     if not isinstance(entries, list):
         raise ConfigError(f"{path}: model_config_list: must be a list")
     models = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for index, entry in enumerate(entries):
         where = f"{path}: model_config_list[{index}]"
         if not isinstance(entry, dict) or set(entry) != {"config"} or not isinstance(entry["config"], dict):
             raise ConfigError(f'{where}: each entry must be {{"config": {{...}}}}')
         model = model_from_dict(entry["config"], path.parent, where + ".config")
         if model.name in seen:
-            raise ConfigError(f"{where}.config.name: duplicate model name {model.name!r}")
-        seen.add(model.name)
+            raise ConfigError(
+                f"{where}.config.name: duplicate model name {model.name!r} (also model_config_list[{seen[model.name]}])"
+            )
+        seen[model.name] = index
         models.append(model)
     return models, doc
 
 
 def model_from_dict(fields: dict[str, Any], root: Path, where: str) -> ModelSettings:
+    """One `model_config_list[].config` object; relative base paths resolve against `root`."""
     for key in fields:
         if key in UNSUPPORTED_MODEL_KEYS:
             raise ConfigError(f"{where}.{key}: not supported by fastserve (convert the model with it instead)")
         if key not in MODEL_KEYS:
             raise ConfigError(f"{where}: unknown key {key!r}")
-    name = fields.get("name")
-    if not isinstance(name, str) or not name or "/" in name:
-        raise ConfigError(f"{where}.name: required, a non-empty string without '/'")
-    base = fields.get("base_path")
-    if not isinstance(base, str) or not base:
-        raise ConfigError(f"{where}.base_path: required, a non-empty string")
-    if re.match(r"^[a-z0-9]+://", base):
-        raise ConfigError(f"{where}.base_path: remote storage ({base.split('://')[0]}://) is not supported")
-    base_path = Path(base).expanduser()
-    if not base_path.is_absolute():
-        base_path = (root / base_path).resolve()
-    if not base_path.exists():
-        raise ConfigError(f"{where}.base_path: {base_path} does not exist")
+    if "name" not in fields:
+        raise ConfigError(f"{where}.name: required")
+    if "base_path" not in fields:
+        raise ConfigError(f"{where}.base_path: required")
     return ModelSettings(
-        name=name,
-        base_path=base_path,
+        name=parse_name(fields["name"], f"{where}.name"),
+        base_path=parse_base_path(fields["base_path"], root, f"{where}.base_path"),
         version_policy=parse_version_policy(fields.get("model_version_policy"), f"{where}.model_version_policy"),
-        nireq=_int(fields, "nireq", 0, where),
-        target_device=_target_device(fields.get("target_device"), f"{where}.target_device"),
+        nireq=parse_count(fields.get("nireq"), f"{where}.nireq"),
+        target_device=parse_target_device(fields.get("target_device"), f"{where}.target_device"),
         plugin_config=parse_plugin_config(fields.get("plugin_config"), f"{where}.plugin_config"),
         shape=parse_shape(fields.get("shape"), f"{where}.shape"),
         batch_size=parse_batch_size(fields.get("batch_size"), f"{where}.batch_size"),
-        layout=_layout(fields.get("layout"), f"{where}.layout"),
-        max_batch_size=_int(fields, "max_batch_size", 0, where),
-        max_queue_delay_microseconds=_int(fields, "max_queue_delay_microseconds", 0, where),
-        execution_mode=_choice(fields.get("execution_mode", "auto"), ("auto", "inline", "async"), where),
+        layout=parse_layout(fields.get("layout"), f"{where}.layout"),
+        max_batch_size=parse_count(fields.get("max_batch_size"), f"{where}.max_batch_size"),
+        max_queue_delay_microseconds=parse_count(
+            fields.get("max_queue_delay_microseconds"), f"{where}.max_queue_delay_microseconds"
+        ),
+        execution_mode=parse_choice(fields.get("execution_mode"), EXECUTION_MODES, f"{where}.execution_mode"),
+        source=where,
     )
+
+
+def model_from_flags(
+    name: Any,
+    path: Any,
+    *,
+    version_policy: Any = None,
+    nireq: Any = None,
+    target_device: Any = None,
+    plugin_config: Any = None,
+    shape: Any = None,
+    batch_size: Any = None,
+    layout: Any = None,
+) -> ModelSettings:
+    """The single-model flags (`--model_name` + `--model_path` ...); errors name the flag."""
+    return ModelSettings(
+        name=parse_name(name, "--model_name"),
+        base_path=parse_base_path(path, Path.cwd(), "--model_path"),
+        version_policy=parse_version_policy(version_policy, "--model_version_policy"),
+        nireq=parse_count(nireq, "--nireq"),
+        target_device=parse_target_device(target_device, "--target_device"),
+        plugin_config=parse_plugin_config(plugin_config, "--plugin_config"),
+        shape=parse_shape(shape, "--shape"),
+        batch_size=parse_batch_size(batch_size, "--batch_size"),
+        layout=parse_layout(layout, "--layout"),
+    )
+
+
+def parse_name(value: Any, where: str) -> str:
+    # The name is a URL path segment (/v2/models/<name>/...): no '/', no blanks around it.
+    if not isinstance(value, str) or not value.strip() or "/" in value or value != value.strip():
+        raise ConfigError(f"{where}: must be a non-empty string without '/' or surrounding blanks, not {value!r}")
+    return value
+
+
+def parse_base_path(value: Any, root: Path, where: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: must be a non-empty string")
+    scheme = re.match(r"^([a-z0-9]+)://", value)
+    if scheme:
+        raise ConfigError(f"{where}: remote storage ({scheme.group(1)}://) is not supported; use a local path")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = root / path
+    path = path.resolve()
+    if not path.exists():
+        raise ConfigError(f"{where}: {path} does not exist")
+    return path
 
 
 def parse_version_policy(value: Any, where: str) -> VersionPolicy:
@@ -128,32 +187,40 @@ def parse_version_policy(value: Any, where: str) -> VersionPolicy:
         except orjson.JSONDecodeError:
             raise ConfigError(f"{where}: not valid JSON: {value!r}") from None
     if not isinstance(value, dict) or len(value) != 1:
-        raise ConfigError(f"{where}: must be one of latest, specific or all")
+        raise ConfigError(
+            f'{where}: must be one of {{"latest": {{"num_versions": N}}}}, {{"specific": {{"versions": [...]}}}} '
+            f'or {{"all": {{}}}}, not {_short(value)}'
+        )
     ((kind, body),) = value.items()
+    if kind not in ("latest", "specific", "all"):
+        raise ConfigError(f"{where}: unknown policy {kind!r} (latest, specific or all)")
     if not isinstance(body, dict):
-        raise ConfigError(f"{where}.{kind}: must be an object")
+        raise ConfigError(f"{where}.{kind}: must be an object, not {_short(body)}")
     if kind == "all":
         if body:
             raise ConfigError(f"{where}.all: takes no fields")
         return VersionPolicy("all")
     if kind == "latest":
-        if set(body) - {"num_versions"}:
-            raise ConfigError(f"{where}.latest: unknown key {sorted(set(body) - {'num_versions'})[0]!r}")
+        extra = sorted(set(body) - {"num_versions"})
+        if extra:
+            raise ConfigError(f"{where}.latest: unknown key {extra[0]!r}")
         count = body.get("num_versions", 1)
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise ConfigError(f"{where}.latest.num_versions: must be an integer >= 1")
+        if not _is_int(count) or count < 1:
+            raise ConfigError(f"{where}.latest.num_versions: must be an integer >= 1, not {_short(count)}")
         return VersionPolicy("latest", num_versions=count)
-    if kind == "specific":
-        versions = body.get("versions")
-        if set(body) != {"versions"} or not isinstance(versions, list) or not versions:
-            raise ConfigError(f"{where}.specific.versions: required, a non-empty list of versions")
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in versions):
-            raise ConfigError(f"{where}.specific.versions: versions must be integers > 0")
-        return VersionPolicy("specific", versions=tuple(sorted(set(versions))))
-    raise ConfigError(f"{where}: unknown policy {kind!r} (latest, specific or all)")
+    versions = body.get("versions")
+    extra = sorted(set(body) - {"versions"})
+    if extra:
+        raise ConfigError(f"{where}.specific: unknown key {extra[0]!r}")
+    if not isinstance(versions, list) or not versions:
+        raise ConfigError(f"{where}.specific.versions: required, a non-empty list of versions")
+    if not all(_is_int(v) and v > 0 for v in versions):
+        raise ConfigError(f"{where}.specific.versions: versions must be integers > 0, not {_short(versions)}")
+    return VersionPolicy("specific", versions=tuple(sorted(set(versions))))
 
 
 def parse_plugin_config(value: Any, where: str) -> dict[str, Any]:
+    """OpenVINO properties; the device checks names and values when the model compiles."""
     if value is None:
         return {}
     if isinstance(value, str):
@@ -162,37 +229,48 @@ def parse_plugin_config(value: Any, where: str) -> dict[str, Any]:
         except orjson.JSONDecodeError:
             raise ConfigError(f"{where}: not valid JSON: {value!r}") from None
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: must be an object of OpenVINO properties")
+        raise ConfigError(f'{where}: must be an object of OpenVINO properties, e.g. {{"NUM_STREAMS": 2}}')
     for key, item in value.items():
+        if not key:
+            raise ConfigError(f"{where}: property names must not be empty")
         if not isinstance(item, str | int | float | bool):
-            raise ConfigError(f"{where}.{key}: values must be strings, numbers or booleans")
+            raise ConfigError(f"{where}.{key}: values must be strings, numbers or booleans, not {_short(item)}")
     return dict(value)
 
 
 def parse_shape(value: Any, where: str) -> str | dict[str, str] | None:
-    """"auto", "(1,3,224,224)" (dims may be -1 or a:b), or an object of such strings per input."""
+    """ "auto", "(1,3,224,224)" (dims may be -1 or a:b), or an object of such strings per input."""
     if value is None or value == "":
         return None
     if isinstance(value, str):
-        stripped = value.strip()
-        if stripped.startswith("{"):
+        text = value.strip()
+        if text.startswith("{"):
             try:
-                return parse_shape(orjson.loads(stripped), where)
+                return parse_shape(orjson.loads(text), where)
             except orjson.JSONDecodeError:
                 raise ConfigError(f"{where}: not valid JSON: {value!r}") from None
-        if stripped == "auto" or SHAPE_RE.match(stripped):
-            return stripped
-        raise ConfigError(f"{where}: {value!r} is not a shape like \"(1,3,224,224)\", with -1 or a:b dims, or auto")
+        if text == "auto":
+            return text
+        if not SHAPE_RE.match(text):
+            raise ConfigError(
+                f'{where}: {value!r} is not a shape like "(1,3,224,224)" (dims: n, -1 or a:b), or "auto"'
+            )
+        for low, high in re.findall(r"(\d+):(\d+)", text):
+            if int(low) > int(high):
+                raise ConfigError(f"{where}: {value!r}: the range {low}:{high} is empty")
+        return re.sub(r"\s+", "", text)
     if isinstance(value, dict) and value:
         out = {}
         for name, item in value.items():
             if not isinstance(item, str):
-                raise ConfigError(f"{where}.{name}: must be a shape string")
+                raise ConfigError(f"{where}.{name}: must be a shape string such as \"(1,3,224,224)\"")
             parsed = parse_shape(item, f"{where}.{name}")
+            if parsed is None:
+                raise ConfigError(f"{where}.{name}: must not be empty")
             assert isinstance(parsed, str)
             out[name] = parsed
         return out
-    raise ConfigError(f"{where}: must be a shape string or an object of shape strings per input")
+    raise ConfigError(f"{where}: must be a shape string or an object of shape strings per input, not {_short(value)}")
 
 
 def parse_batch_size(value: Any, where: str) -> int | str | None:
@@ -200,37 +278,54 @@ def parse_batch_size(value: Any, where: str) -> int | str | None:
         return None
     if value == "auto":
         return "auto"
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value or None  # 0 means: the model's own batch
-    raise ConfigError(f"{where}: must be an integer >= 0 or \"auto\"")
+    if _is_int(value) and value >= 0:
+        return value or None  # 0 means: the model's own batch, as in OVMS
+    raise ConfigError(f'{where}: must be an integer >= 0 or "auto", not {_short(value)}')
 
 
-def _layout(value: Any, where: str) -> str | dict[str, str] | None:
+def parse_layout(value: Any, where: str) -> str | dict[str, str] | None:
     if value is None or value == "":
         return None
     if isinstance(value, str) or (isinstance(value, dict) and all(isinstance(v, str) for v in value.values())):
         return value
-    raise ConfigError(f"{where}: must be a layout string like \"NHWC:NCHW\" or an object of them per input")
+    raise ConfigError(f'{where}: must be a layout string like "NHWC:NCHW" or an object of them per input')
 
 
-def _int(fields: dict[str, Any], key: str, default: int, where: str) -> int:
-    value = fields.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{where}.{key}: must be an integer >= 0")
-    return value
+def parse_count(value: Any, where: str) -> int:
+    """A non-negative integer, 0 when unset (nireq 0: OpenVINO's optimal number)."""
+    if value is None:
+        return 0
+    if not _is_int(value) or value < 0:
+        raise ConfigError(f"{where}: must be an integer >= 0, not {_short(value)}")
+    return int(value)
 
 
-def _target_device(value: Any, where: str) -> str:
+def parse_target_device(value: Any, where: str) -> str:
     if value is None or value == "":
         return "CPU"
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}: must be a string such as CPU, GPU or AUTO")
-    return value
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: must be a device name such as CPU, GPU or AUTO, not {_short(value)}")
+    return value.strip()
 
 
-def _choice(value: Any, choices: tuple[str, ...], where: str) -> str:
+def parse_choice(value: Any, choices: tuple[str, ...], where: str) -> str:
+    if value is None:
+        return choices[0]
     if value not in choices:
-        raise ConfigError(f"{where}.execution_mode: must be one of {', '.join(choices)}")
+        raise ConfigError(f"{where}: must be one of {', '.join(choices)}, not {_short(value)}")
     return str(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str:
+    """A value as it would appear in the JSON, cut to a readable length for messages."""
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

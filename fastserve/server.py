@@ -1,16 +1,26 @@
 """Runs the server: uvloop, the listening sockets, model loading, signals, graceful shutdown.
 
 Rules: wires the pieces together and owns their lifetime; parses no HTTP and touches no
-tensors. The socket listens before models are compiled, so /v2/health/live answers at once
-and /v2/health/ready turns 200 when every configured model is loaded.
+tensors. The lifecycle, in order:
+1. plan: version folders and policies are checked before anything listens (ConfigError -> exit 2);
+2. listen: /v2/health/live answers at once, /v2/health/ready is 503;
+3. load: models compile in a daemon thread; ready turns 200 when every configured model is
+   loaded; a model that fails stops the server (exit 2, the log line names the model);
+4. SIGTERM/SIGINT: stop accepting, let in-flight requests finish (at most shutdown_timeout
+   seconds; a second signal cuts it short), close the rest, exit 0.
+A compile cannot be interrupted, so shutdown never waits for the loading thread: when it
+is still busy the process leaves with os._exit once the connections are drained.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
+import threading
+from pathlib import Path
 
 import uvloop
 
@@ -23,16 +33,67 @@ from fastserve.settings import ServerSettings
 
 log = logging.getLogger("fastserve")
 SWEEP_INTERVAL = 1.0  # seconds between timeout checks of all connections
+DRAIN_POLL = 0.05  # seconds between checks that in-flight requests are done
+LOAD_FAILED_EXIT = 2  # a model that cannot load is a configuration problem, as a bad config.json
 
 
 def run(settings: ServerSettings) -> int:
-    """Serve until SIGTERM/SIGINT; the process exit code."""
+    """Serve until SIGTERM/SIGINT; the process exit code. ConfigErrors before listening propagate."""
     repository = Repository(settings.models, settings.cache_dir)
     plan = repository.plan()  # ConfigErrors surface here, before anything listens
-    return uvloop.run(_serve(settings, repository, plan))
+    loading = Loading(repository, plan)
+    code = uvloop.run(_serve(settings, repository, loading))
+    if loading.busy:
+        # Returning would make the interpreter (and OpenVINO's plugins) shut down under a running compile.
+        log.info("model loading still running: exiting without waiting for it")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
-async def _serve(settings: ServerSettings, repository: Repository, plan: dict) -> int:
+class Loading:
+    """Compiles the planned models in a daemon thread and reports the outcome to the loop."""
+
+    def __init__(self, repository: Repository, plan: dict[str, dict[int, Path]]) -> None:
+        self.repository = repository
+        self.plan = plan
+        self.thread = threading.Thread(target=self._run, name="fastserve-loader", daemon=True)
+        self.done: asyncio.Future[BaseException | None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[BaseException | None]:
+        self._loop = loop
+        self.done = loop.create_future()
+        self.thread.start()
+        return self.done
+
+    @property
+    def busy(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self) -> None:
+        self.repository.stop_loading()
+
+    def _run(self) -> None:
+        error: BaseException | None = None
+        try:
+            self.repository.load_all(self.plan)
+        except BaseException as exc:  # reported to the loop, which decides the exit code
+            error = exc
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._report, error)
+        except RuntimeError:
+            pass  # the loop is closed: shutdown did not wait for us
+
+    def _report(self, error: BaseException | None) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(error)
+
+
+async def _serve(settings: ServerSettings, repository: Repository, loading: Loading) -> int:
     loop = asyncio.get_running_loop()
     state = ServerState(settings, loop)
     app = App(settings, repository)
@@ -42,50 +103,74 @@ async def _serve(settings: ServerSettings, repository: Repository, plan: dict) -
             lambda: HttpProtocol(app, state), hosts, settings.rest_port, backlog=2048, reuse_address=True
         )
     except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", settings.rest_bind_address, settings.rest_port, exc.strerror)
+        log.error("cannot listen on %s port %d: %s", settings.rest_bind_address, settings.rest_port,
+                  exc.strerror or exc)
         return 1
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
-        log.info("listening on http://%s:%d", host, port)
+        log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
+
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    sweeper = loop.create_task(_sweep(state))
-    loader = loop.run_in_executor(None, repository.load_all, plan)
-    exit_code = 0
-    stopping = loop.create_task(stop.wait())
-    done, _ = await asyncio.wait([loader, stopping], return_when=asyncio.FIRST_COMPLETED)
-    if loader in done:
-        error = loader.exception()
-        if error is not None:
-            log.error("%s", error if isinstance(error, ConfigError) else f"model loading failed: {error!r}")
-            stop.set()
-            exit_code = 1
+    force = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.warning("%s again: closing the remaining connections now", sig.name)
+            force.set()
         else:
+            log.info("%s received: shutting down", sig.name)
+            stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    sweeper = loop.create_task(_sweep(state))
+    loaded = loading.start(loop)
+    stopping = loop.create_task(stop.wait())
+    exit_code = 0
+    await asyncio.wait([loaded, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if loaded.done():
+        error = loaded.result()
+        if error is None:
             log.info("server ready: %d model(s) loaded", len(repository.models))
+        else:
+            if isinstance(error, ConfigError):
+                log.error("model loading failed: %s", error)
+                exit_code = LOAD_FAILED_EXIT
+            else:
+                log.error("model loading failed", exc_info=error)
+                exit_code = 1
+            stop.set()
     await stopping
-    log.info("shutting down: finishing %d request(s)", sum(1 for c in state.connections if c.active) + len(state.tasks))
-    await _drain(state, server, settings.shutdown_timeout)
+    if loading.busy:
+        loading.stop()
+    busy = sum(1 for c in state.connections if c.active is not None or c.pipeline) + len(state.tasks)
+    log.info("shutting down: finishing %d request(s)", busy)
+    await _drain(state, server, settings.shutdown_timeout, force)
     sweeper.cancel()
-    if not loader.done():
-        log.info("waiting for model loading to stop")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    log.info("server stopped")
     return exit_code
 
 
-async def _drain(state: ServerState, server: asyncio.AbstractServer, timeout: float) -> None:
+async def _drain(state: ServerState, server: asyncio.AbstractServer, timeout: float, force: asyncio.Event) -> None:
     """Stop accepting, let in-flight requests finish (bounded), close the rest."""
     state.shutting_down = True
     server.close()
     for connection in list(state.connections):
         connection.shutdown()
     deadline = state.loop.time() + timeout
-    while (state.connections or state.tasks) and state.loop.time() < deadline:
-        await asyncio.sleep(0.05)
+    while (state.connections or state.tasks) and state.loop.time() < deadline and not force.is_set():
+        await asyncio.sleep(DRAIN_POLL)
         for connection in list(state.connections):
             connection.shutdown()
+    if state.connections or state.tasks:
+        log.warning("closing %d connection(s) with requests unfinished", len(state.connections))
     for connection in list(state.connections):
         if connection.transport is not None:
             connection.transport.abort()
+    for task in list(state.tasks):
+        task.cancel()
 
 
 async def _sweep(state: ServerState) -> None:
@@ -95,10 +180,3 @@ async def _sweep(state: ServerState) -> None:
         for connection in list(state.connections):
             connection.check_timeouts(now)
 
-
-def configure_logging(level: str, path: str | None) -> None:
-    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s][%(name)s] %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel({"TRACE": "DEBUG"}.get(level, level))

@@ -55,6 +55,19 @@ class ModelSettings:
     max_queue_delay_microseconds: int = 0
     # "auto" picks inline or async per model by a warm-up probe; see models/servable.py.
     execution_mode: str = "auto"
+    # Where the model was configured, for error messages: "<config.json>: model_config_list[2].config",
+    # or "" for the single-model CLI flags.
+    source: str = ""
+
+    def where(self, key: str) -> str:
+        """The config field (or CLI flag) that sets `key`, so an error names what to fix."""
+        if self.source:
+            return f"{self.source}.{key}"
+        return "--" + CLI_FLAGS.get(key, key)
+
+
+# Config key -> single-model CLI flag, where the names differ.
+CLI_FLAGS = {"name": "model_name", "base_path": "model_path"}
 
 
 @dataclass(frozen=True, slots=True)

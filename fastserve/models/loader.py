@@ -3,7 +3,8 @@
 Rules: OVMS semantics for the folder layout (base_path/<version>/model.xml|.onnx, or
 base_path pointing at one model file, served as version 1), shape/batch_size/layout, and the
 plugin_config default (PERFORMANCE_HINT=LATENCY unless NUM_STREAMS or PERFORMANCE_HINT is
-given). Problems a user can fix in the config are ConfigErrors naming the path.
+given). Every problem a user can fix is a ConfigError naming the config field (or flag) and
+the model; nothing here knows HTTP. Each call compiles one version: the caller decides when.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import openvino as ov
 
 from fastserve.errors import ConfigError
@@ -21,52 +23,63 @@ from fastserve.settings import ModelSettings
 
 log = logging.getLogger("fastserve.models")
 MODEL_SUFFIXES = (".xml", ".onnx")
+MODEL_FILES = ("model.xml", "model.onnx")
 
 
 def find_versions(settings: ModelSettings) -> dict[int, Path]:
     """Every version on disk with its model file (not yet filtered by the version policy)."""
     base = settings.base_path
+    where = settings.where("base_path")
     if base.is_file():
         if base.suffix not in MODEL_SUFFIXES:
-            raise ConfigError(f"model {settings.name}: {base} is not an OpenVINO IR (.xml) or ONNX (.onnx) file")
+            raise ConfigError(f"{where}: {base} is not an OpenVINO IR (.xml) or ONNX (.onnx) file")
         return {1: base}
     if not base.is_dir():
-        raise ConfigError(f"model {settings.name}: base_path {base} does not exist")
+        raise ConfigError(f"{where}: {base} does not exist")
     found: dict[int, Path] = {}
-    for entry in base.iterdir():
+    for entry in sorted(base.iterdir()):
+        # OVMS ignores anything that is not a positive integer folder name.
         if not entry.is_dir() or not entry.name.isdigit() or int(entry.name) <= 0:
             continue
+        version = int(entry.name)
+        if version in found:
+            raise ConfigError(f"{where}: {entry} and {found[version].parent} are both version {version}")
         model_file = model_file_in(entry)
-        if model_file is not None:
-            found[int(entry.name)] = model_file
+        if model_file is None:
+            log.warning("model %s: version folder %s has no single model.xml or model.onnx; skipped",
+                        settings.name, entry)
+            continue
+        found[version] = model_file
     return found
 
 
 def model_file_in(folder: Path) -> Path | None:
-    """model.xml or model.onnx, else the single .xml/.onnx file in the folder."""
-    for name in ("model.xml", "model.onnx"):
+    """model.xml or model.onnx, else the only .xml/.onnx file in the folder."""
+    for name in MODEL_FILES:
         if (folder / name).is_file():
             return folder / name
     candidates = sorted(p for p in folder.iterdir() if p.suffix in MODEL_SUFFIXES and p.is_file())
-    if len(candidates) == 1:
-        return candidates[0]
-    return None
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def select_versions(settings: ModelSettings) -> dict[int, Path]:
     """The versions to serve under the policy; a ConfigError when there are none."""
     on_disk = find_versions(settings)
-    chosen = settings.version_policy.select(list(on_disk))
-    if not chosen:
-        if not on_disk:
-            raise ConfigError(
-                f"model {settings.name}: no version folder with a model file under {settings.base_path} "
-                f"(expected {settings.base_path}/<version>/model.xml or model.onnx)"
-            )
+    if not on_disk:
         raise ConfigError(
-            f"model {settings.name}: version policy {settings.version_policy.describe()} matches none of the "
-            f"versions on disk {sorted(on_disk)}"
+            f"{settings.where('base_path')}: model {settings.name}: no version folder with a model file in "
+            f"{settings.base_path} (expected {settings.base_path}/<version>/model.xml or model.onnx)"
         )
+    policy = settings.version_policy
+    chosen = policy.select(list(on_disk))
+    if not chosen:
+        raise ConfigError(
+            f"{settings.where('model_version_policy')}: model {settings.name}: {policy.describe()} matches none "
+            f"of the versions on disk {sorted(on_disk)}"
+        )
+    if policy.kind == "specific" and len(chosen) < len(policy.versions):
+        missing = sorted(set(policy.versions) - set(chosen))
+        log.warning("model %s: versions %s of the policy are not on disk; serving %s", settings.name, missing, chosen)
     return {v: on_disk[v] for v in chosen}
 
 
@@ -79,50 +92,69 @@ def plugin_config(settings: ModelSettings) -> dict[str, Any]:
 
 
 def _property_value(value: Any) -> Any:
+    # OpenVINO parses every property from its string form; bools are YES/NO there.
     if isinstance(value, bool):
         return "YES" if value else "NO"
     return str(value) if isinstance(value, int | float) else value
 
 
+def read_model(core: ov.Core, model_file: Path) -> ov.Model:
+    """Read an IR or ONNX file; an IR whose .bin is empty (a model without weights) reads without it."""
+    weights = model_file.with_suffix(".bin")
+    if model_file.suffix == ".xml" and weights.is_file() and weights.stat().st_size == 0:
+        # Some OpenVINO releases fail to map a zero-byte file; a weights-free IR needs no weights at all.
+        return core.read_model(model_file.read_text(), ov.Tensor(np.empty(0, dtype=np.uint8)))
+    return core.read_model(str(model_file))
+
+
 def load_version(core: ov.Core, settings: ModelSettings, version: int, model_file: Path) -> Servable:
-    """Read, reshape and compile one version; RuntimeErrors from OpenVINO become ConfigErrors."""
+    """Read, reshape and compile one version; OpenVINO's errors become ConfigErrors naming the model."""
+    what = f"model {settings.name} version {version}"
     try:
-        model = core.read_model(str(model_file))
-    except RuntimeError as exc:
-        raise ConfigError(f"model {settings.name} version {version}: cannot read {model_file}: {_first(exc)}") from None
+        model = read_model(core, model_file)
+    except (RuntimeError, OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what}: cannot read {model_file}: {_first(exc)}") from None
     apply_layout(model, settings)
     apply_shape(model, settings)
+    config = plugin_config(settings)
     try:
-        compiled = core.compile_model(model, settings.target_device, plugin_config(settings))
+        compiled = core.compile_model(model, settings.target_device, config)
     except RuntimeError as exc:
         raise ConfigError(
-            f"model {settings.name} version {version}: cannot compile for {settings.target_device}: {_first(exc)}"
+            f"{what}: cannot compile {model_file} for {settings.target_device} with {config} "
+            f"({settings.where('target_device')}, {settings.where('plugin_config')}): {_first(exc)}"
         ) from None
-    return Servable(settings.name, version, compiled, settings.nireq, settings.execution_mode)
+    try:
+        return Servable(settings.name, version, compiled, settings.nireq, settings.execution_mode)
+    except RuntimeError as exc:
+        raise ConfigError(f"{what}: cannot create infer requests (nireq {settings.nireq}): {_first(exc)}") from None
 
 
 def apply_layout(model: ov.Model, settings: ModelSettings) -> None:
     """`layout`: "NHWC" names the inputs' layout; "NHWC:NCHW" also transposes (request layout : model layout)."""
     if not settings.layout:
         return
-    per_input = settings.layout if isinstance(settings.layout, dict) else {p.get_any_name(): settings.layout
-                                                                            for p in model.inputs}
+    where = settings.where("layout")
+    if isinstance(settings.layout, dict):
+        per_input = settings.layout
+    else:
+        per_input = {port.get_any_name(): settings.layout for port in model.inputs}
     ppp = ov.preprocess.PrePostProcessor(model)
     for name, text in per_input.items():
         try:
             info = ppp.input(name)
         except RuntimeError:
-            raise ConfigError(f"model {settings.name}: layout names unknown input {name!r}") from None
+            raise ConfigError(f"{where}: model {settings.name} has no input {name!r}") from None
         tensor_layout, _, model_layout = text.partition(":")
         try:
             info.tensor().set_layout(ov.Layout(tensor_layout))
             info.model().set_layout(ov.Layout(model_layout or tensor_layout))
         except RuntimeError:
-            raise ConfigError(f"model {settings.name}: layout {text!r} of input {name} is not valid") from None
+            raise ConfigError(f"{where}: {text!r} is not a valid layout for input {name}") from None
     try:
         ppp.build()
     except RuntimeError as exc:
-        raise ConfigError(f"model {settings.name}: layout cannot be applied: {_first(exc)}") from None
+        raise ConfigError(f"{where}: model {settings.name}: the layout cannot be applied: {_first(exc)}") from None
 
 
 def apply_shape(model: ov.Model, settings: ModelSettings) -> None:
@@ -130,30 +162,42 @@ def apply_shape(model: ov.Model, settings: ModelSettings) -> None:
     shapes: dict[str, ov.PartialShape] = {}
     names = [port.get_any_name() for port in model.inputs]
     if settings.shape is not None:
+        where = settings.where("shape")
         per_input = settings.shape if isinstance(settings.shape, dict) else dict.fromkeys(names, settings.shape)
         for name, text in per_input.items():
             if name not in names:
-                raise ConfigError(f"model {settings.name}: shape names unknown input {name!r}")
-            port = model.input(name)
-            shapes[name] = _dynamic_like(port) if text == "auto" else parse_partial_shape(text)
+                raise ConfigError(f"{where}: model {settings.name} has no input {name!r} (inputs: {', '.join(names)})")
+            current = model.input(name).get_partial_shape()
+            if text == "auto":
+                shapes[name] = _dynamic_like(current)
+                continue
+            wanted = parse_partial_shape(text)
+            if current.rank.is_static and len(wanted) != len(current):
+                raise ConfigError(f"{where}: {text} has {len(wanted)} dims, but input {name} of model "
+                                  f"{settings.name} has {len(current)}: {current}")
+            shapes[name] = wanted
     elif settings.batch_size is not None:
+        where = settings.where("batch_size")
         for port in model.inputs:
             shape = port.get_partial_shape()
             if shape.rank.is_dynamic or len(shape) == 0:
-                continue
-            position = _batch_position(port)
+                continue  # no batch dimension to set
             dims = list(shape)
-            dims[position] = ov.Dimension() if settings.batch_size == "auto" else ov.Dimension(int(settings.batch_size))
+            dims[_batch_position(port)] = (ov.Dimension() if settings.batch_size == "auto"
+                                           else ov.Dimension(int(settings.batch_size)))
             shapes[port.get_any_name()] = ov.PartialShape(dims)
+    else:
+        return
     if shapes:
         try:
             model.reshape(shapes)
         except RuntimeError as exc:
-            raise ConfigError(f"model {settings.name}: cannot reshape to {settings.shape or settings.batch_size}: "
-                              f"{_first(exc)}") from None
+            value = settings.shape if settings.shape is not None else settings.batch_size
+            raise ConfigError(f"{where}: model {settings.name} cannot be reshaped to {value}: {_first(exc)}") from None
 
 
 def parse_partial_shape(text: str) -> ov.PartialShape:
+    """"(1,-1,2:8)" -> PartialShape; config.parse_shape has already checked the syntax."""
     dims = []
     for item in re.findall(r"-?\d+(?::\d+)?", text):
         if ":" in item:
@@ -164,14 +208,14 @@ def parse_partial_shape(text: str) -> ov.PartialShape:
     return ov.PartialShape(dims)
 
 
-def _dynamic_like(port: Any) -> ov.PartialShape:
-    shape = port.get_partial_shape()
+def _dynamic_like(shape: ov.PartialShape) -> ov.PartialShape:
     if shape.rank.is_dynamic:
         return shape
     return ov.PartialShape([ov.Dimension() for _ in range(len(shape))])
 
 
 def _batch_position(port: Any) -> int:
+    """Where N is in the input's layout; the first dim when the layout does not say (OVMS's N...)."""
     try:
         layout = ov.layout_helpers.get_layout(port)
         if ov.layout_helpers.has_batch(layout):
@@ -182,5 +226,6 @@ def _batch_position(port: Any) -> int:
 
 
 def _first(exc: BaseException) -> str:
+    """OpenVINO's messages carry a stack of source locations; keep the last meaningful line."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("Exception from")]
     return lines[-1] if lines else type(exc).__name__

@@ -3,12 +3,14 @@
 Rules: name/version -> Servable lookups for the handlers (404/503 as FastServeErrors), and
 metadata bytes built once per model version. Loading goes through loader.py; the lookup
 tables are replaced whole, never mutated in place, so a lookup on the loop never sees a
-half-updated model while a reload runs in a worker thread.
+half-updated model while a reload runs in a worker thread. Loading can be asked to stop
+(stop_loading) and then stops before the next version: a compile itself cannot be interrupted.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +65,7 @@ class Repository:
             self.core.set_property({"CACHE_DIR": str(cache_dir)})
         self.models: dict[str, ServedModel] = {m.name: ServedModel(m) for m in models}
         self.ready = False
+        self._stop = threading.Event()
 
     # Lookups (event loop)
 
@@ -97,12 +100,19 @@ class Repository:
         """Which versions each model will serve; ConfigErrors for bad paths, before anything listens."""
         return {name: select_versions(model.settings) for name, model in self.models.items()}
 
+    def stop_loading(self) -> None:
+        """Ask load_all (in its thread) to stop before the next version."""
+        self._stop.set()
+
     def load_all(self, plan: dict[str, dict[int, Path]]) -> None:
-        """Compile every planned version; raises the first ConfigError."""
+        """Compile every planned version, each once; raises the first ConfigError. Ready when all are loaded."""
         for name, versions in plan.items():
             model = self.models[name]
             loaded = {}
             for version, model_file in sorted(versions.items()):
+                if self._stop.is_set():
+                    log.info("model loading stopped before model %s version %d", name, version)
+                    return
                 servable = load_version(self.core, model.settings, version, model_file)
                 loaded[version] = servable
                 log.info(
