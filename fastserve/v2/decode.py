@@ -37,12 +37,12 @@ def parse_header_length(value: bytes | None, body_length: int) -> int | None:
     if value is None:
         return None
     text = value.strip()
+    if text.startswith(b"-") and text[1:].isdigit():
+        raise BadRequest(f"Inference-Header-Content-Length header must not be negative ({text.decode()})")
     if not text.isdigit():
-        raise BadRequest("Inference-Header-Content-Length header is invalid and couldn't be parsed")
-    length = int(text)
-    if length > body_length:
         raise BadRequest(
-            f"Inference-Header-Content-Length header exceeds actual payload length ({length} > {body_length} bytes)"
+            f"Inference-Header-Content-Length header is invalid and couldn't be parsed - "
+            f"{text[:40].decode('latin-1')!r} is not a non-negative integer"
         )
     return length
 

@@ -98,24 +98,59 @@ def check_shape(shape: tuple[int, ...], spec: TensorSpec) -> None:
 
 
 def _raw_binary_input(raw: memoryview, specs: Mapping[str, TensorSpec]) -> np.ndarray:
-    """Triton's raw binary request: the whole body is the single input; its shape must be static."""
+    """Triton's raw binary request: the whole body is the single input.
+
+    The shape is the model's, with at most one dynamic dimension deduced from the body size; a
+    BYTES input gets the whole body as one element (no length prefix), as Triton does.
+    """
     if len(specs) != 1:
         raise InvalidInput(
             f"A raw binary request (Inference-Header-Content-Length: 0) needs a model with one input; "
             f"this one has {len(specs)}"
         )
     (spec,) = specs.values()
-    if spec.datatype is None or spec.datatype is BYTES:
-        raise InvalidInput(f"A raw binary request cannot feed input {spec.name} of type {spec.datatype_name}")
-    if spec.dims is None or any(low != high for low, high in spec.dims):
+    datatype = spec.datatype
+    if datatype is None or spec.dims is None:
         raise InvalidInput(
-            f"A raw binary request needs a static input shape; input {spec.name} is {spec.describe_shape()}"
+            f"A raw binary request cannot feed input {spec.name} of type {spec.datatype_name} "
+            f"and shape {spec.describe_shape()}"
         )
-    shape = tuple(low for low, _ in spec.dims)
-    expected = element_count(shape) * spec.datatype.itemsize
-    if len(raw) != expected:
+    if datatype is BYTES:
+        count = 1
+    elif len(raw) % datatype.itemsize:
         raise InvalidInput(
-            f"Invalid content size of tensor proto - Expected: {expected} bytes; Actual: {len(raw)} bytes; "
-            f"input name: {spec.name}"
+            f"Invalid content size of tensor proto - {len(raw)} bytes is not a whole number of "
+            f"{datatype.itemsize}-byte {datatype.name} elements; input name: {spec.name}"
         )
-    return np.frombuffer(raw, dtype=spec.datatype.numpy).reshape(shape)
+    else:
+        count = len(raw) // datatype.itemsize
+    shape = _raw_shape(spec, count, len(raw))
+    check_shape(shape, spec)
+    if datatype is BYTES:
+        return np.array([bytes(raw)], dtype=object).reshape(shape)
+    return np.frombuffer(raw, dtype=datatype.numpy).reshape(shape)
+
+
+def _raw_shape(spec: TensorSpec, count: int, size: int) -> tuple[int, ...]:
+    assert spec.dims is not None and spec.datatype is not None
+    dynamic = [i for i, (low, high) in enumerate(spec.dims) if low != high]
+    known = element_count(tuple(low for low, high in spec.dims if low == high))
+    if len(dynamic) > 1:
+        raise InvalidInput(
+            f"A raw binary request can deduce one dynamic dimension from the body size; "
+            f"input {spec.name} is {spec.describe_shape()}"
+        )
+    if not dynamic or known == 0:
+        if known != count:
+            expected = known * max(spec.datatype.itemsize, 1)
+            raise InvalidInput(
+                f"Invalid content size of tensor proto - Expected: {expected} bytes; Actual: {size} bytes; "
+                f"input name: {spec.name}"
+            )
+        return tuple(low if low == high else 0 for low, high in spec.dims)
+    if count % known:
+        raise InvalidInput(
+            f"Invalid content size of tensor proto - {count} elements do not fill shape "
+            f"{spec.describe_shape()}; input name: {spec.name}"
+        )
+    return tuple(low if low == high else count // known for low, high in spec.dims)
