@@ -2,12 +2,20 @@
 
 Rules: owns the connection's bytes and state only. It hands each complete request to
 `app.handle(request)` (a Response, or an awaitable of one) and writes responses in request
-order. Knows nothing of KServe, numpy or OpenVINO.
+order. Knows nothing of KServe, numpy or OpenVINO. Parser callbacks never let an exception
+escape except _StopParsing, which only stops the parser; every answer goes out through _send
+(a handled request) or _send_final (a request that could not be parsed: answer, then close).
 
 Flow control: the write-buffer high-water mark is 0, so pause_writing fires whenever a
 response did not go out whole. While paused we read nothing more and start no pipelined
 request, so a slow reader costs at most one buffered response; resume_writing (buffer empty)
 runs the responses' on_sent hooks, which is when zero-copy tensor memory may be reused.
+Reading also pauses when MAX_PIPELINE requests or MAX_PIPELINE_BYTES of bodies wait their turn.
+
+Closing: once `read_done` is set (parse error, timeout, `Connection: close`, EOF) no more
+input is parsed; what is queued is answered, then the connection closes. A close after a
+response shuts our write side first and discards the client's remaining input for up to
+LINGER_SECONDS, so the response is not destroyed by a TCP reset over unread bytes.
 """
 
 from __future__ import annotations
@@ -15,11 +23,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
-from fastserve.errors import FastServeError
+from fastserve.errors import FastServeError, error_body
 from fastserve.http.request import Request
 from fastserve.http.response import CONTINUE, Response, error_response, plain_error
 
@@ -28,11 +37,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastserve.http")
 
-# Header block limit: Triton/nginx use 8-16 KiB per line; 64 KiB in total is generous for KServe clients.
+# Request line: nginx and Apache refuse lines over 8 KiB; v2 URLs are under 200 bytes.
+MAX_URL_BYTES = 8 * 1024
+# Header block: Triton/nginx allow 8-16 KiB per line; 64 KiB in total is generous for KServe clients.
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADERS = 100
-# Pipelined requests parsed ahead of the one being answered; beyond this we stop reading.
+# Requests parsed ahead of the one being answered, and their body bytes; beyond either we stop
+# reading (the kernel buffers then push back on the client). 16 x 4 MiB bounds a pipelining client.
 MAX_PIPELINE = 16
+MAX_PIPELINE_BYTES = 4 * 1024 * 1024
+# After our last response: how long we keep draining input before a hard close (nginx: 5 s).
+LINGER_SECONDS = 2.0
+_RETRY_AFTER = ((b"retry-after", b"1"),)
 
 
 class _StopParsing(Exception):
@@ -42,9 +58,10 @@ class _StopParsing(Exception):
 class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         "app", "state", "loop", "parser", "transport",
-        "pipeline", "active", "reading_paused", "writing_paused", "pending_sent", "closing", "last_activity",
-        "url", "headers", "header_bytes", "body", "parsing", "headers_done", "started_at", "continue_pending",
-        "error", "max_body",
+        "pipeline", "queued_bytes", "active", "reading_paused", "writing_paused", "pending_sent", "read_done",
+        "eof", "linger", "last_activity", "write_buffered", "write_progress_at",
+        "url", "headers", "header_bytes", "head_raw", "seq", "body", "parsing", "headers_done", "started_at",
+        "continue_pending", "error", "max_body",
     )  # fmt: skip
 
     def __init__(self, app: Any, state: ServerState) -> None:
@@ -54,18 +71,25 @@ class HttpProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         # Per-connection state
-        self.pipeline: deque[Request | Response] = deque()
-        self.active: Request | None = None
+        self.pipeline: deque[Request | Response] = deque()  # a Response here is a final parse error
+        self.queued_bytes = 0  # body bytes of the Requests in `pipeline`
+        self.active: Request | None = None  # being handled; its response is the next to write
         self.reading_paused = False
         self.writing_paused = False
-        self.pending_sent: list[Any] = []
-        self.closing = False
+        self.pending_sent: list[Callable[[], None]] = []  # on_sent hooks waiting for the buffer to drain
+        self.read_done = False  # parse nothing more: answer what is queued, then close
+        self.eof = False  # the client shut its write side
+        self.linger: asyncio.TimerHandle | None = None  # set once our write side is shut
         self.last_activity = 0.0
+        self.write_buffered = 0  # write-buffer size at the last sweep, to see a stalled reader
+        self.write_progress_at = 0.0
         self.max_body = state.settings.max_request_size
         # Per-request state (the request being parsed)
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
-        self.header_bytes = 0
+        self.header_bytes = 0  # URL + header names and values seen by the callbacks
+        self.head_raw = 0  # raw bytes of whole chunks that arrived inside this head (httptools buffers them)
+        self.seq = 0  # messages begun on this connection
         self.body: bytearray | None = None
         self.parsing = False
         self.headers_done = False
@@ -77,48 +101,75 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
-        self.transport = transport
-        self.last_activity = self.loop.time()
+        self.last_activity = self.write_progress_at = self.loop.time()
         if len(self.state.connections) >= self.state.settings.max_connections or self.state.shutting_down:
-            response = plain_error(503, "Too many connections" if not self.state.shutting_down else "Shutting down")
-            transport.writelines(response.wire(False, False, False))
+            message = "Shutting down" if self.state.shutting_down else "Too many connections"
+            transport.writelines(Response(503, error_body(message), headers=_RETRY_AFTER).wire(False, False, False))
             transport.close()
-            self.transport = None
+            self.read_done = True
             return
+        self.transport = transport
         self.state.connections.add(self)
         transport.set_write_buffer_limits(high=0)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
+        if self.linger is not None:
+            self.linger.cancel()
         self.transport = None
+        self.read_done = True
+        self.writing_paused = False
         self.pipeline.clear()
+        self.queued_bytes = 0
+        self.body = None  # a half-received body is garbage now; the running handler keeps its own request
         self._run_pending_sent()
 
     def data_received(self, data: bytes) -> None:
+        if self.read_done:
+            return  # after an error, `Connection: close` or while lingering, input is discarded
         self.last_activity = self.loop.time()
-        try:
-            self.parser.feed_data(data)
-        except _StopParsing:
-            self._fail(self.error)
-        except httptools.HttpParserCallbackError:
-            self._fail(self.error or plain_error(400, "Malformed HTTP request"))
-        except httptools.HttpParserUpgrade:
-            if self.parsing:
-                self._fail(plain_error(400, "Protocol upgrade is not supported"))
-            else:
-                self.closing = True  # served as plain HTTP/1.1; the parser cannot go on after an upgrade
-        except httptools.HttpParserError as exc:
-            self._fail(plain_error(400, f"Malformed HTTP request: {_reason(exc)}"))
+        in_head = self.parsing and not self.headers_done
+        seq = self.seq
+        view: bytes | memoryview = data
+        while True:
+            try:
+                self.parser.feed_data(view)
+            except httptools.HttpParserCallbackError as exc:
+                if self.error is not None:
+                    self._fail(self.error)
+                elif not isinstance(exc.__context__, _StopParsing):
+                    log.error("HTTP parser callback failed", exc_info=exc.__context__)
+                    self._fail(plain_error(400, "Malformed HTTP request"))
+                return
+            except httptools.HttpParserUpgrade as exc:
+                # A bodyless request asking to switch protocols: we answered it as HTTP/1.1, which
+                # RFC 9110 7.8 allows, and parse on from where llhttp stopped.
+                view = memoryview(data)[len(data) - len(view) + exc.args[0] :]
+                if view and not self.read_done:
+                    continue
+            except httptools.HttpParserError as exc:
+                self._fail(plain_error(400, f"Malformed HTTP request: {_reason(exc)}"))
+                return
+            break
+        if self.parsing and not self.headers_done:
+            if in_head and seq == self.seq:
+                self.head_raw += len(data)  # the whole chunk belonged to this head
+            if self.head_raw > MAX_HEADER_BYTES:
+                self._fail(plain_error(431, "Request header fields too large"))
 
     def eof_received(self) -> bool | None:
-        # Half-close: finish what was asked, then close (returning True keeps the write side open).
-        self.closing = True
-        if self.active is None and not self.pipeline and self.transport is not None:
+        self.eof = True
+        if self.linger is not None:
+            return None  # we were only draining: let the transport close
+        self._stop_reading()
+        if self.active is None and not self.pipeline and not self.writing_paused and self.transport is not None:
             self.transport.close()
-        return True
+        return True  # half-close: the write side stays open to answer what was asked
 
     def pause_writing(self) -> None:
         self.writing_paused = True
+        self.write_buffered = 0
+        self.write_progress_at = self.loop.time()
         self._pause_reading()
 
     def resume_writing(self) -> None:
@@ -126,26 +177,28 @@ class HttpProtocol(asyncio.Protocol):
         self._run_pending_sent()
         if self.active is None:
             self._next()
-        if not self.writing_paused and len(self.pipeline) < MAX_PIPELINE:
-            self._resume_reading()
+        self._maybe_resume_reading()
 
     # Parser callbacks (only the ones used)
 
     def on_message_begin(self) -> None:
+        self.seq += 1
         self.url = b""
         self.headers = {}
         self.header_bytes = 0
+        self.head_raw = 0
         self.body = None
         self.parsing = True
         self.headers_done = False
         self.started_at = self.last_activity
+        self.continue_pending = False
         self.error = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
         self.header_bytes += len(url)
-        if self.header_bytes > MAX_HEADER_BYTES:
-            self._stop(414, "Request URL too long")
+        if len(self.url) > MAX_URL_BYTES:
+            self._stop(414, f"Request URL too long: the limit is {MAX_URL_BYTES} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value)
@@ -155,45 +208,61 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
-        declared = self.headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            self._stop(413, f"Request body too large: {int(declared)} bytes, the limit is {self.max_body}")
-        if self.headers.get(b"expect", b"").lower() == b"100-continue":
-            if self.active is None and not self.pipeline and self.transport is not None:
-                self.transport.write(CONTINUE)
+        headers = self.headers
+        version = self.parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            self._stop(505, f"HTTP version {version} is not supported")
+        declared = headers.get(b"content-length")
+        length = int(declared) if declared is not None else 0  # llhttp has checked it is all digits
+        if length > self.max_body:
+            self._stop(413, f"Request body too large: {length} bytes, the limit is {self.max_body}")
+        has_body = length > 0 or b"transfer-encoding" in headers
+        if has_body and b"upgrade" in headers and b"upgrade" in headers.get(b"connection", b"").lower():
+            # llhttp would skip the body of an upgrade request; refuse rather than misread it.
+            self._stop(400, "Protocol upgrade is not supported")
+        expect = headers.get(b"expect")
+        if expect is not None and version == "1.1":  # RFC 9110 10.1.1: never a 100 to an HTTP/1.0 client
+            if expect.lower() != b"100-continue":
+                self._stop(417, "Only 'Expect: 100-continue' is supported")
+            if not has_body:
+                return  # nothing to wait for
+            if self.active is None and not self.pipeline and not self.writing_paused:
+                self._write([CONTINUE])
             else:
-                self.continue_pending = True
+                self.continue_pending = True  # sent once the responses before it are out (_next)
 
     def on_body(self, chunk: bytes) -> None:
+        self.continue_pending = False  # the client did not wait for the 100
         body = self.body
         if body is None:
             # A bytearray (not bytes) so binary tensors viewed over it are writeable and can be
             # shared with OpenVINO without a copy; += grows it amortised, never quadratically.
-            self.body = bytearray(chunk)
-        else:
-            body += chunk
-        if len(self.body) > self.max_body:  # type: ignore[arg-type]
+            body = self.body = bytearray()
+        if len(body) + len(chunk) > self.max_body:
             self._stop(413, f"Request body too large: the limit is {self.max_body} bytes")
+        body += chunk
 
     def on_message_complete(self) -> None:
         self.parsing = False
-        if self.closing and self.transport is None:
-            return
+        self.continue_pending = False
         parser = self.parser
+        body = self.body if self.body is not None else b""
+        self.body = None
         request = Request(
-            parser.get_method(),
-            self.url,
-            self.headers,
-            self.body if self.body is not None else b"",
-            parser.should_keep_alive(),
+            parser.get_method(), self.url, self.headers, body, parser.should_keep_alive(),
             parser.get_http_version() == "1.0",
         )
+        if not request.keep_alive:
+            self._stop_reading()  # the last request: whatever follows is discarded
         if self.active is None and not self.writing_paused and not self.pipeline:
             self._start(request)
         else:
             self.pipeline.append(request)
-            if len(self.pipeline) >= MAX_PIPELINE:
+            self.queued_bytes += len(body)
+            if len(self.pipeline) >= MAX_PIPELINE or self.queued_bytes >= MAX_PIPELINE_BYTES:
                 self._pause_reading()
+        if self.read_done:
+            raise _StopParsing
 
     # Request handling
 
@@ -226,17 +295,20 @@ class HttpProtocol(asyncio.Protocol):
 
     def _send(self, response: Response) -> None:
         request = self.active
+        assert request is not None
         self.active = None
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self.linger is not None:
             if response.on_sent is not None:
-                response.on_sent()
+                response.on_sent()  # nothing will be written: release now
             return
-        keep_alive = request is not None and request.keep_alive and not self.closing and not self.state.shutting_down
-        http10 = request is not None and request.http10
-        head_only = request is not None and request.method == b"HEAD"
-        transport.writelines(response.wire(keep_alive, http10, head_only, self.app.extra_headers(request)))
-        if self.state.access_log and request is not None:
+        # The last response before we close says so: the client asked, we are stopping, or
+        # no more input will come and nothing else is queued.
+        keep_alive = request.keep_alive and not self.state.shutting_down and not (self.read_done and not self.pipeline)
+        head_only = request.method == b"HEAD"
+        transport.writelines(response.wire(keep_alive, request.http10, head_only, self.app.extra_headers(request)))
+        self.last_activity = self.loop.time()  # an idle keep-alive period starts after the response
+        if self.state.access_log:
             log.debug('%s "%s %s" %d', _peer(transport), request.method.decode(), request.url.decode("latin-1"),
                       response.status)
         if response.on_sent is not None:
@@ -245,86 +317,142 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 response.on_sent()
         if not keep_alive:
-            self.closing = True
-            self.pipeline.clear()
-            transport.close()
+            self._drop_pipeline()
+            self._close()
             return
         self._next()
 
     def _next(self) -> None:
-        if self.writing_paused or self.transport is None:
+        """Start the next queued request, or send a pending 100, or close when all is answered."""
+        if self.writing_paused or self.active is not None or self.transport is None or self.linger is not None:
             return
         if self.pipeline:
             item = self.pipeline.popleft()
             if type(item) is Response:
-                self.active = None
                 self._send_final(item)
-            else:
-                assert isinstance(item, Request)
-                self._start(item)
-            if len(self.pipeline) < MAX_PIPELINE // 2 and not self.writing_paused:
-                self._resume_reading()
-        elif self.continue_pending and self.parsing:
+                return
+            request = cast(Request, item)
+            self.queued_bytes -= len(request.body)
+            self._maybe_resume_reading()
+            self._start(request)
+        elif self.read_done:
+            self._close()
+        elif self.continue_pending:
             self.continue_pending = False
-            self.transport.write(CONTINUE)
-        elif self.closing and not self.parsing:
-            self.transport.close()
+            self._write([CONTINUE])
 
     def _send_final(self, response: Response) -> None:
         """An error found while parsing: answered in order, then the connection closes."""
-        if self.transport is not None:
-            self.transport.writelines(response.wire(False, False, False))
-            self.transport.close()
+        self._write(response.wire(False, False, False))
+        self._drop_pipeline()
+        self._close()
 
     def _stop(self, status: int, message: str) -> None:
         self.error = plain_error(status, message)
         raise _StopParsing
 
-    def _fail(self, response: Response | None) -> None:
-        """A request that cannot be parsed: answer it after any in-flight one, then close."""
-        assert response is not None
-        self.closing = True
+    def _fail(self, response: Response) -> None:
+        """A request that cannot be parsed: answer it after any earlier one, then close."""
+        self._stop_reading()
         self.parsing = False
-        self._pause_reading()
+        self.body = None
+        self.continue_pending = False
         if self.active is None and not self.pipeline:
             self._send_final(response)
         else:
             self.pipeline.append(response)
+
+    # Writing and closing
+
+    def _write(self, parts: list[Any]) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and self.linger is None:
+            transport.writelines(parts)
+
+    def _close(self) -> None:
+        """Close after our last response: shut the write side, drain input for LINGER_SECONDS, close."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.linger is not None:
+            return
+        self.read_done = True
+        if self.eof or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()  # FIN after the buffered response
+        self.linger = self.loop.call_later(LINGER_SECONDS, transport.close)
+        if self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()  # data_received discards it
+
+    def _drop_pipeline(self) -> None:
+        self.pipeline.clear()
+        self.queued_bytes = 0
 
     def _run_pending_sent(self) -> None:
         pending, self.pending_sent = self.pending_sent, []
         for callback in pending:
             callback()
 
+    # Reading flow control
+
+    def _stop_reading(self) -> None:
+        self.read_done = True
+        self._pause_reading()
+
     def _pause_reading(self) -> None:
-        if not self.reading_paused and self.transport is not None:
+        if not self.reading_paused and self.transport is not None and self.linger is None:
             self.reading_paused = True
             self.transport.pause_reading()
 
-    def _resume_reading(self) -> None:
-        if self.reading_paused and self.transport is not None and not self.closing:
+    def _maybe_resume_reading(self) -> None:
+        if (
+            self.reading_paused
+            and not self.read_done
+            and not self.writing_paused
+            and len(self.pipeline) <= MAX_PIPELINE // 2
+            and self.queued_bytes <= MAX_PIPELINE_BYTES // 2
+            and self.transport is not None
+        ):
             self.reading_paused = False
+            self.last_activity = now = self.loop.time()  # time paused by us is not the client's delay
+            if self.parsing and not self.headers_done:
+                self.started_at = now
             self.transport.resume_reading()
 
-    # Timeouts (called by the server's once-a-second sweep)
+    # Timeouts (called by the server's once-a-second sweep); a limit of 0 turns one off
 
     def check_timeouts(self, now: float) -> None:
-        settings = self.state.settings
-        if self.transport is None:
+        transport = self.transport
+        if transport is None or self.linger is not None:
             return
+        settings = self.state.settings
+        if self.writing_paused:
+            # A reader that takes no bytes of its response for body_timeout is dropped.
+            size = transport.get_write_buffer_size()
+            if self.write_buffered == 0 or size < self.write_buffered:
+                self.write_progress_at = now
+            self.write_buffered = size
+            if 0 < settings.body_timeout < now - self.write_progress_at:
+                transport.abort()
+            return
+        if self.reading_paused:
+            return  # we stopped reading: the client is not the one late
         if self.parsing:
-            if not self.headers_done and now - self.started_at > settings.header_timeout:
-                self._fail(plain_error(408, "Timed out waiting for the request headers"))
-            elif self.headers_done and now - self.last_activity > settings.body_timeout:
+            if not self.headers_done:
+                if 0 < settings.header_timeout < now - self.started_at:
+                    self._fail(plain_error(408, "Timed out waiting for the request headers"))
+            elif 0 < settings.body_timeout < now - self.last_activity:
                 self._fail(plain_error(408, "Timed out waiting for the request body"))
-        elif self.active is None and not self.pipeline and now - self.last_activity > settings.keep_alive_timeout:
-            self.transport.close()
+        elif self.active is None and not self.pipeline and 0 < settings.keep_alive_timeout < now - self.last_activity:
+            transport.close()
 
     def shutdown(self) -> None:
-        """Graceful stop: idle connections close now, busy ones after their response."""
-        self.closing = True
-        if self.active is None and not self.pipeline and not self.parsing and self.transport is not None:
-            self.transport.close()
+        """Graceful stop: idle or lingering connections close now, busy ones after their response."""
+        transport = self.transport
+        if transport is None:
+            return
+        if self.linger is not None or (self.active is None and not self.pipeline and not self.parsing):
+            transport.close()
 
 
 def _reason(exc: Exception) -> str:
