@@ -23,6 +23,8 @@ MAX_NESTING_DEPTH = 100
 # beyond any request body (1 GiB by default), and numpy refuses shapes whose non-zero dims
 # overflow int64 even when a zero dim makes the tensor empty, e.g. [0, 2**62].
 MAX_ELEMENTS = 2**40
+# numpy arrays have at most 64 dimensions (NPY_MAXDIMS); a longer shape could never be built.
+MAX_RANK = 64
 _ABSENT: Any = object()  # a field not sent at all, as opposed to one sent as null
 # Float64 magnitudes from which a cast rounds to inf: the type's max plus half an ulp there.
 _FLOAT_OVERFLOW = {np.dtype(np.float16): 65520.0, np.dtype(np.float32): float(2**128 - 2**103)}
@@ -113,6 +115,9 @@ def _input(item: Any, index: int) -> InferInput:
     shape = item.get("shape")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise InvalidInput(f"Could not parse input content - shape of input {name} must be a list of integers >= 0")
+    if len(shape) > MAX_RANK:
+        raise InvalidInput(f"Could not parse input content - shape of input {name} has {len(shape)} dimensions, "
+                           f"more than {MAX_RANK}")
     if math.prod(d or 1 for d in shape) > MAX_ELEMENTS:
         raise InvalidInput(f"Could not parse input content - shape {shape} of input {name} is too large")
     type_name = item.get("datatype")
@@ -181,12 +186,16 @@ def json_to_array(data: Any, datatype: Datatype, shape: tuple[int, ...], name: s
 
 
 def _check_depth(data: list[Any], name: str) -> None:
+    """Follows the first elements only: numpy refuses ragged data anyway, so this bounds its recursion."""
     depth, item = 1, data
     while item and isinstance(item[0], list):
         depth += 1
         item = item[0]
         if depth > MAX_NESTING_DEPTH:
             raise InvalidInput(f"JSON nesting depth exceeds the allowed limit ({MAX_NESTING_DEPTH}) in input {name}")
+    if depth > MAX_RANK:
+        raise InvalidInput(f"Could not parse input content - data of input {name} is nested {depth} deep, "
+                           f"more than the {MAX_RANK} dimensions a tensor may have")
 
 
 def _numeric(data: list[Any], datatype: Datatype, name: str) -> np.ndarray:
@@ -227,13 +236,18 @@ def _exact_integers(data: list[Any], datatype: Datatype, name: str) -> np.ndarra
     values = np.array(data, dtype=object).reshape(-1).tolist()
     low, high = _INT_RANGES[datatype.numpy]
     if not all(type(v) is int for v in values):
-        # orjson reads integer literals beyond 64 bits as floats: call those out of range, not "not integers".
-        if any(type(v) is float and v.is_integer() and not low <= v <= high for v in values):
+        if any(type(v) is float and _too_large_literal(v, low, high) for v in values):
             raise InvalidInput(_out_of_range(datatype, name, low, high))
         raise InvalidInput(f"Could not parse input content - data of input {name} holds values that are not integers")
     if min(values) < low or max(values) > high:
         raise InvalidInput(_out_of_range(datatype, name, low, high))
     return np.array(values, dtype=datatype.numpy)
+
+
+def _too_large_literal(value: float, low: int, high: int) -> bool:
+    """orjson reads integer literals beyond 64 bits as floats (-2**63-1 becomes -2**63.0): such a
+    float is "out of range", not "not an integer"."""
+    return value.is_integer() and (not low <= value <= high or value <= -(2**63) or value >= 2**64)
 
 
 def _out_of_range(datatype: Datatype, name: str, low: float, high: float) -> str:
