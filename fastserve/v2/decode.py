@@ -46,6 +46,13 @@ def parse_header_length(value: bytes | None, body_length: int) -> int | None:
             f"Inference-Header-Content-Length header is invalid and couldn't be parsed - "
             f"{text[:40].decode('latin-1')!r} is not a non-negative integer"
         )
+    # More digits than any body length has (int() also refuses over 4300 digits with a ValueError).
+    length = int(text) if len(text) <= 19 else body_length + 1
+    if length > body_length:
+        raise BadRequest(
+            f"Inference-Header-Content-Length header exceeds actual payload length "
+            f"({text[:40].decode()} > {body_length} bytes)"
+        )
     return length
 
 
