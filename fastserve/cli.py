@@ -13,6 +13,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from fastserve import __version__
 from fastserve.errors import ConfigError
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="INFO by default; DEBUG also logs every request")
     ops.add_argument("--log_path", help="log to this file instead of stderr")
     ops.add_argument("--metrics_enable", action="store_true", help="serve Prometheus metrics at /metrics")
+    add_operations_flags(p, ops)
     ops.add_argument("--file_system_poll_wait_seconds", type=int, default=1, help="config/model poll interval, 0 off")
     grpc = p.add_argument_group("OVMS gRPC flags: accepted with a warning and ignored (fastserve serves REST only)")
     grpc.add_argument("--port", type=int, help="OVMS gRPC port")
@@ -80,11 +82,12 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
 
     given = [f"--{flag}" for flag in SINGLE_MODEL_FLAGS if getattr(args, flag) is not None]
     config_path = None
+    doc: dict[str, Any] = {}
     if args.config_path:
         if given:
             raise ConfigError(f"--config_path excludes the single-model flags ({', '.join(given)})")
         config_path = Path(args.config_path).expanduser().resolve()
-        models, _ = load_config_file(config_path)
+        models, doc = load_config_file(config_path)
     elif args.model_name is not None or args.model_path is not None:
         if args.model_path is None:
             raise ConfigError("--model_name needs --model_path (the model's folder or file)")
@@ -109,7 +112,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         from fastserve.demo import DEMO_CONFIG
 
         config_path = DEMO_CONFIG
-        models, _ = load_config_file(DEMO_CONFIG)
+        models, doc = load_config_file(DEMO_CONFIG)
     rest_port = DEFAULT_REST_PORT if args.rest_port is None else args.rest_port
     if not 0 <= rest_port <= 65535:
         raise ConfigError(f"--rest_port: {rest_port} is not a port (0-65535; 0 picks a free one)")
@@ -136,10 +139,72 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
         shutdown_timeout=args.shutdown_timeout,
-        metrics_enable=args.metrics_enable,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         rest_workers=args.rest_workers,
+        **operations_settings(args, doc, config_path),
     )
+
+
+def add_operations_flags(p: argparse.ArgumentParser, ops: Any) -> None:
+    """Metrics, Server-Timing, CORS, overload and compression flags (see docs/operations.md)."""
+    ops.add_argument("--metrics_list", help="comma-separated metric families (default: OVMS's default set)")
+    ops.add_argument("--server_timing_enable", action="store_true",
+                     help="add a Server-Timing header (decode, queue, infer, encode ms) to infer responses")
+    cors = p.add_argument_group("CORS (no CORS headers at all unless --allowed_origins is given)")
+    cors.add_argument("--allowed_origins", help='origins allowed to call from a browser, comma-separated, or "*"')
+    cors.add_argument("--allowed_methods", default="*", help='methods allowed in a preflight (default "*")')
+    cors.add_argument("--allowed_headers", default="*", help='request headers allowed in a preflight (default "*")')
+    cors.add_argument("--allow_credentials", action="store_true", help="allow cookies/credentials cross-origin")
+    limits = p.add_argument_group("overload and compression")
+    limits.add_argument("--max_queue_size", type=int, default=4096,
+                        help="requests waiting for an infer request, per model version; more get 503")
+    limits.add_argument("--request_timeout_seconds", type=float, default=30.0,
+                        help="seconds a request may wait for an infer request before a 503 (0: no limit)")
+    limits.add_argument("--max_decompressed_size", type=int, default=64 << 20,
+                        help="gzip/deflate request bodies may inflate to this many bytes (413 beyond)")
+    limits.add_argument("--compression_min_size", type=int, default=1024,
+                        help="gzip/deflate responses of at least this many bytes when asked (0: never)")
+
+
+def operations_settings(args: argparse.Namespace, doc: dict[str, Any], config_path: Path | None) -> dict[str, Any]:
+    """ServerSettings fields of add_operations_flags, with config.json's OVMS `monitoring` section."""
+    from fastserve.cors import check_header_value
+    from fastserve.metrics import parse_families
+
+    where = f"{config_path}: monitoring.metrics"
+    metrics = doc.get("monitoring", {}).get("metrics", {})
+    if not isinstance(metrics, dict) or not set(metrics) <= {"enable", "metrics_list"}:
+        raise ConfigError(f"{where}: must be an object with enable and metrics_list")
+    if not isinstance(metrics.get("enable", False), bool):
+        raise ConfigError(f"{where}.enable: must be true or false")
+    listed = metrics.get("metrics_list", [])
+    if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
+        raise ConfigError(f"{where}.metrics_list: must be a list of metric names")
+    flag = "--metrics_list" if args.metrics_list is not None else f"{where}.metrics_list"
+    try:
+        families = parse_families(args.metrics_list if args.metrics_list is not None else ",".join(listed))
+        for name in ("allowed_origins", "allowed_methods", "allowed_headers"):
+            if getattr(args, name) is not None:
+                flag = f"--{name}"
+                check_header_value(flag, getattr(args, name))
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
+    for name in ("max_queue_size", "request_timeout_seconds", "max_decompressed_size", "compression_min_size"):
+        if getattr(args, name) < 0:
+            raise ConfigError(f"--{name}: must not be negative")
+    return {
+        "metrics_enable": args.metrics_enable or metrics.get("enable", False),
+        "metrics_list": families,
+        "server_timing": args.server_timing_enable,
+        "allowed_origins": args.allowed_origins or None,
+        "allowed_methods": args.allowed_methods,
+        "allowed_headers": args.allowed_headers,
+        "allow_credentials": args.allow_credentials,
+        "max_queue_size": args.max_queue_size,
+        "request_timeout_seconds": args.request_timeout_seconds,
+        "max_decompressed_size": args.max_decompressed_size,
+        "compression_min_size": args.compression_min_size,
+    }
 
 
 def configure_logging(level: str, path: Path | None) -> None:

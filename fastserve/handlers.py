@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from time import perf_counter
+from typing import TYPE_CHECKING
 
 import orjson
 
 from fastserve import SERVER_NAME, __version__
 from fastserve.errors import NotFound, Unavailable
+from fastserve.http.compression import Codings
 from fastserve.http.request import Request
 from fastserve.http.response import OCTET_STREAM, Response, plain_error
 from fastserve.models.repository import Repository
@@ -27,6 +30,9 @@ from fastserve.v2.encode import encode_response, select_outputs
 from fastserve.v2.images import INLINE_IMAGE_BYTES, image_input_bytes
 from fastserve.v2.types import InferRequest, TensorSpec
 from fastserve.v2.validate import bind_inputs
+
+if TYPE_CHECKING:
+    from fastserve.observe import Trace
 
 # What this server really implements, for GET /v2 (OVMS sends none; Triton lists its own).
 EXTENSIONS = ["binary_tensor_data"]
@@ -53,9 +59,25 @@ class App:
             "config": self.not_enabled,
             "config_reload": self.not_enabled,
         }
+        # Operations features (docs/operations.md); each costs nothing per request when off.
+        self.codings = Codings(settings.max_decompressed_size, settings.compression_min_size)
+        if settings.metrics_enable or settings.server_timing:
+            from fastserve.observe import install
+
+            install(self)
+        if settings.allowed_origins:
+            from fastserve.cors import Cors
+
+            self.extra_headers = Cors(  # type: ignore[method-assign]
+                settings.allowed_origins, settings.allowed_methods, settings.allowed_headers,
+                settings.allow_credentials,
+            )
 
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         route = match(request.method, request.url)
+        headers = request.headers
+        if b"content-encoding" in headers or b"accept-encoding" in headers:
+            return self.codings.apply(self.routes[route.name], request, route)  # gzip/deflate in or out
         return self.routes[route.name](request, route)
 
     def extra_headers(self, request: Request | None) -> bytes:
@@ -94,42 +116,51 @@ class App:
             raise NotFound(exc.message) from None
         return _OK
 
-    def infer(self, request: Request, route: Route) -> Response | Awaitable[Response]:
+    def infer(self, request: Request, route: Route, trace: Trace | None = None) -> Response | Awaitable[Response]:
         assert route.model is not None
         servable = self.repository.get(route.model, route.version)
+        if trace is not None:  # metrics or Server-Timing on (observe.py)
+            trace.servable = servable
         body = request.body
         header_length = parse_header_length(request.headers.get(b"inference-header-content-length"), len(body))
         decoded = decode_request(body, header_length)
         if image_input_bytes(decoded, servable.inputs) > INLINE_IMAGE_BYTES:
-            return _infer_off_loop(route.model, servable, decoded)  # big JPEG/PNG decodes leave the loop
+            return _infer_off_loop(route.model, servable, decoded, trace)  # big JPEG/PNG decodes leave the loop
         arrays = bind_inputs(decoded, servable.inputs)
         selected = select_outputs(decoded, servable.outputs)
+        if trace is not None:
+            trace.decoded = perf_counter()
         result = servable.infer(arrays, [spec.index for spec, _ in selected])
         if type(result) is InferResult:
-            return _respond(route.model, servable, decoded, selected, result)
-        return _respond_later(route.model, servable, decoded, selected, result)  # type: ignore[arg-type]
+            return _respond(route.model, servable, decoded, selected, result, trace)
+        return _respond_later(route.model, servable, decoded, selected, result, trace)  # type: ignore[arg-type]
 
 
-async def _infer_off_loop(name: str, servable: Servable, decoded: InferRequest) -> Response:
+async def _infer_off_loop(name: str, servable: Servable, decoded: InferRequest, trace: Trace | None) -> Response:
     loop = asyncio.get_running_loop()
     arrays = await loop.run_in_executor(images.executor(), bind_inputs, decoded, servable.inputs)
     selected = select_outputs(decoded, servable.outputs)
+    if trace is not None:
+        trace.decoded = perf_counter()
     result = servable.infer(arrays, [spec.index for spec, _ in selected])
     if type(result) is not InferResult:
         result = await result  # type: ignore[misc]
-    return _respond(name, servable, decoded, selected, result)  # type: ignore[arg-type]
+    return _respond(name, servable, decoded, selected, result, trace)  # type: ignore[arg-type]
 
 
 async def _respond_later(
     name: str, servable: Servable, decoded: InferRequest, selected: list[tuple[TensorSpec, bool]],
-    pending: Awaitable[InferResult],
+    pending: Awaitable[InferResult], trace: Trace | None,
 ) -> Response:
-    return _respond(name, servable, decoded, selected, await pending)
+    return _respond(name, servable, decoded, selected, await pending, trace)
 
 
 def _respond(
-    name: str, servable: Servable, decoded: InferRequest, selected: list[tuple[TensorSpec, bool]], result: InferResult
+    name: str, servable: Servable, decoded: InferRequest, selected: list[tuple[TensorSpec, bool]], result: InferResult,
+    trace: Trace | None = None,
 ) -> Response:
+    if trace is not None:
+        trace.record(result.wait_us, result.infer_us)
     try:
         outputs = [(spec, binary, array) for (spec, binary), array in zip(selected, result.arrays, strict=True)]
         encoded = encode_response(name, servable.version_text, decoded, outputs)

@@ -28,6 +28,7 @@ from fastserve.errors import ConfigError
 from fastserve.handlers import App
 from fastserve.http.protocol import HttpProtocol
 from fastserve.http.state import ServerState
+from fastserve.models import pool
 from fastserve.models.repository import Repository
 from fastserve.settings import ServerSettings
 
@@ -39,6 +40,7 @@ LOAD_FAILED_EXIT = 2  # a model that cannot load is a configuration problem, as 
 
 def run(settings: ServerSettings) -> int:
     """Serve until SIGTERM/SIGINT; the process exit code. ConfigErrors before listening propagate."""
+    pool.configure(settings.max_queue_size, settings.request_timeout_seconds)  # before any servable exists
     repository = Repository(settings.models, settings.cache_dir)
     plan = repository.plan()  # ConfigErrors surface here, before anything listens
     loading = Loading(repository, plan)

@@ -93,9 +93,22 @@ class ServerSettings:
     metrics_enable: bool = False
     file_system_poll_wait_seconds: int = 1
     rest_workers: int = 1
+    # Metric families to report (OVMS names); empty: OVMS's default set.
+    metrics_list: tuple[str, ...] = ()
+    # CORS: no headers at all unless origins are given (OVMS sends "*" by default).
     allowed_origins: str | None = None
     allowed_methods: str = "*"
     allowed_headers: str = "*"
     allow_credentials: bool = False
     server_timing: bool = False
+    # Overload: requests waiting for an infer request, per model version, and how long each may
+    # wait; past either the answer is 503 with Retry-After (see models/pool.py).
+    max_queue_size: int = 4096
+    request_timeout_seconds: float = 30.0
+    # A gzip/deflate request body may inflate to this much (413 beyond): Triton's default input
+    # limit, 64 MiB, so a 64 KiB "zip bomb" cannot make the server allocate 1 GiB.
+    max_decompressed_size: int = 64 << 20
+    # Responses at least this big are compressed when Accept-Encoding asks (Drogon, hence OVMS,
+    # uses 1 KiB); 0 never compresses.
+    compression_min_size: int = 1024
     pipelines: tuple[Any, ...] = ()
