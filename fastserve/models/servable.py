@@ -196,7 +196,8 @@ class Servable:
         for index, array in enumerate(arrays):
             if self._string_inputs[index]:
                 tensor = ov.Tensor(ov.Type.string, list(array.shape))
-                tensor.bytes_data = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)]
+                if array.size:  # the bindings refuse [] for an empty batch; its tensor needs no data
+                    tensor.bytes_data = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)]
                 request.set_input_tensor(index, tensor)
                 slot.foreign[index] = True
                 slot.shapes[index] = None
@@ -223,7 +224,12 @@ class Servable:
         out = []
         for index in wanted:
             tensor = request.get_output_tensor(index)
-            out.append(np.asarray(tensor.bytes_data, dtype=object) if self._string_outputs[index] else tensor.data)
+            if not self._string_outputs[index]:
+                out.append(tensor.data)
+            elif tensor.size:
+                out.append(np.asarray(tensor.bytes_data, dtype=object))
+            else:  # bytes_data of an empty string tensor raises TypeError in the bindings (2026.4)
+                out.append(np.empty(tuple(tensor.shape), dtype=object))
         return out
 
     # Loading
