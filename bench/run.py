@@ -1,0 +1,263 @@
+"""fastserve's benchmark in one command: every server side by side in one run, written to bench/RESULTS.md.
+
+Rules: builds its models in code (bench/models.py), starts a bare uvloop+httptools server,
+fastserve and KServe's Python server (in bench/.venv-kserve, created on first use), measures
+each scenario in turn with a closed-loop load generator (bench/loadgen.py), and measures the
+in-process limit of the same models (bench/inprocess.py). Repetitions interleave all scenarios,
+so every ratio compares figures taken minutes apart, never runs from different days. Traffic
+goes to 127.0.0.1 only; every process started is stopped by its PID.
+Usage: python bench/run.py            full run (~12-15 min: 3 repetitions of 7 s)
+       python bench/run.py --quick    smoke check (~2 min: 1 repetition of 3 s, fewer scenarios)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+
+from bench import models  # noqa: E402
+from bench.harness import Server, free_port  # noqa: E402
+from bench.loadgen import LoadResult, Target, run_load  # noqa: E402
+from bench.report import write_report  # noqa: E402
+
+KSERVE_VENV = BENCH / ".venv-kserve"
+# Batching settings (config.json keys) for the two batched models; batching_probe may give its own.
+RESNET_BATCHING = {"max_batch_size": 8, "max_queue_delay_microseconds": 2000}
+FRIENDLY_BATCHING = {"max_batch_size": 32, "max_queue_delay_microseconds": 1000}
+
+
+@dataclass
+class Scenario:
+    key: str  # e.g. "add_json_c32"
+    server: str  # "fastserve" | "kserve" | "bare" | "inprocess"
+    path: str = ""
+    body: str | None = None  # file name under <work>/bodies
+    headers: dict[str, str] = field(default_factory=dict)
+    connections: int = 1
+    model: str = ""  # inprocess: the model folder
+    quick: bool = False  # part of --quick
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def scenarios(binary_length: dict[str, int], friendly: bool) -> list[Scenario]:
+    def binary(name: str) -> dict[str, str]:
+        return {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(binary_length[name])}
+
+    out = [
+        Scenario("health_c32", "bare", "/v2/health/live", connections=32, quick=True),
+        Scenario("health_c32", "fastserve", "/v2/health/live", connections=32, quick=True),
+        Scenario("health_c32", "kserve", "/v2/health/live", connections=32),
+    ]
+    for conns in (1, 8, 32, 64):
+        for server in ("fastserve", "kserve"):
+            out.append(Scenario(f"add_json_c{conns}", server, "/v2/models/add/infer", "add.json", JSON_HEADERS,
+                                conns, quick=conns == 32))
+    out += [
+        Scenario("resnet_inprocess", "inprocess", model="resnet50", quick=True),
+        Scenario("resnet_bin_c8", "fastserve", "/v2/models/resnet50/infer", "resnet.bin", binary("resnet"), 8,
+                 quick=True),
+        Scenario("resnet_bin_c8", "kserve", "/v2/models/resnet50/infer", "resnet.bin", binary("resnet"), 8),
+        Scenario("resnet_json_c8", "fastserve", "/v2/models/resnet50/infer", "resnet.json", JSON_HEADERS, 8,
+                 quick=True),
+        Scenario("resnet_json_c8", "kserve", "/v2/models/resnet50/infer", "resnet.json", JSON_HEADERS, 8),
+        Scenario("resnet_unbatched_c32", "fastserve", "/v2/models/resnet50/infer", "resnet.bin", binary("resnet"),
+                 32, quick=True),
+        Scenario("resnet_batched_c32", "fastserve", "/v2/models/resnet50_batched/infer", "resnet.bin",
+                 binary("resnet"), 32, quick=True),
+    ]
+    if friendly:
+        out += [
+            Scenario("friendly_inprocess", "inprocess", model="friendly"),
+            Scenario("friendly_unbatched_c32", "fastserve", "/v2/models/friendly/infer", "friendly.bin",
+                     binary("friendly"), 32, quick=True),
+            Scenario("friendly_batched_c32", "fastserve", "/v2/models/friendly_batched/infer", "friendly.bin",
+                     binary("friendly"), 32, quick=True),
+        ]
+    return out
+
+
+# Preparation
+
+
+def prepare(work: Path) -> tuple[Path, dict[str, int], bool]:
+    """Models, config.json and request bodies under `work`; (config, binary header lengths, friendly?)."""
+    repo, bodies = work / "models", work / "bodies"
+    bodies.mkdir(parents=True, exist_ok=True)
+    models.save(models.build_add_model(), repo, "add")
+    resnet = models.build_resnet50() if not (repo / "resnet50" / "1" / "model.xml").exists() else None
+    if resnet is not None:
+        models.save(resnet, repo, "resnet50")
+    served = [
+        models.ServedModel("add", "add"),
+        models.ServedModel("resnet50", "resnet50"),
+        models.ServedModel("resnet50_batched", "resnet50", RESNET_BATCHING),
+    ]
+    (bodies / "add.json").write_bytes(models.json_body(models.add_inputs()))
+    image = models.image_inputs()
+    (bodies / "resnet.json").write_bytes(models.json_body(image))
+    body, header_length = models.binary_body(image)
+    (bodies / "resnet.bin").write_bytes(body)
+    lengths = {"resnet": header_length}
+    builder = models.batch_friendly_builder()
+    if builder is not None:
+        friendly = builder()
+        models.save(friendly, repo, "friendly")
+        served += [models.ServedModel("friendly", "friendly"),
+                   models.ServedModel("friendly_batched", "friendly", friendly_batching())]
+        body, lengths["friendly"] = models.binary_body(models.random_inputs(friendly))
+        (bodies / "friendly.bin").write_bytes(body)
+    return models.write_config(repo, served), lengths, builder is not None
+
+
+def friendly_batching() -> dict[str, Any]:
+    try:
+        from bench import batching_probe  # type: ignore[attr-defined]
+    except ImportError:
+        return FRIENDLY_BATCHING
+    return dict(getattr(batching_probe, "BATCH_CONFIG", FRIENDLY_BATCHING))
+
+
+def ensure_kserve_venv() -> Path | None:
+    """bench/.venv-kserve with `kserve` and `openvino` (pip, ~2 min the first time); None if that fails."""
+    python = KSERVE_VENV / "bin" / "python"
+    check = [str(python), "-c", "import kserve, openvino"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    print("creating bench/.venv-kserve (pip install kserve openvino) ...", flush=True)
+    started = time.monotonic()
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(KSERVE_VENV)], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", "kserve", "openvino"], check=True, timeout=900)
+    except (subprocess.SubprocessError, OSError) as exc:
+        print(f"KServe's venv could not be made ({exc}): its scenarios are skipped", flush=True)
+        return None
+    print(f"  installed in {time.monotonic() - started:.0f} s", flush=True)
+    return python
+
+
+def start_servers(work: Path, config: Path, kserve_python: Path | None) -> dict[str, Server]:
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    servers: dict[str, Server] = {}
+    try:
+        servers["bare"] = Server("bare", [sys.executable, str(BENCH / "bare_server.py")], logs, ready_path="/")
+        servers["fastserve"] = Server("fastserve", [
+            sys.executable, "-m", "fastserve", "--config_path", str(config),
+            "--rest_bind_address", "127.0.0.1", "--rest_port", "0",
+        ], logs)
+        if kserve_python is not None:
+            port = free_port()
+            repo = config.parent
+            servers["kserve"] = Server("kserve", [
+                str(kserve_python), str(BENCH / "kserve_server.py"), "--http_port", str(port),
+                "--model", f"add={repo / 'add/1/model.xml'}", "--model", f"resnet50={repo / 'resnet50/1/model.xml'}",
+            ], logs, port=port)
+    except BaseException:
+        for server in servers.values():
+            server.stop()
+        raise
+    return servers
+
+
+# Measuring
+
+
+def measure(scenario: Scenario, servers: dict[str, Server], work: Path, seconds: float) -> dict[str, Any]:
+    if scenario.server == "inprocess":
+        done = subprocess.run(
+            [sys.executable, str(BENCH / "inprocess.py"), str(work / "models" / scenario.model / "1" / "model.xml"),
+             "--seconds", str(seconds)], capture_output=True, text=True, check=True, timeout=seconds + 120,
+        )
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    server = servers[scenario.server]
+    target = Target(server.url + scenario.path, "POST" if scenario.body else "GET",
+                    work / "bodies" / scenario.body if scenario.body else None, scenario.headers)
+    cpu_before = server.cpu_seconds()
+    result: LoadResult = run_load(target, scenario.connections, seconds)
+    cpu = server.cpu_seconds() - cpu_before
+    out = result.to_dict()
+    out["server_cpu_ms_per_req"] = cpu * 1000 / max(result.requests, 1)
+    out["server_cpu_cores"] = cpu / result.seconds
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    print("building models and request bodies ...", flush=True)
+    config, lengths, friendly = prepare(work)
+    kserve_python = None if args.no_kserve else ensure_kserve_venv()
+    plan = [s for s in scenarios(lengths, friendly)
+            if (s.quick or not args.quick) and (s.server != "kserve" or kserve_python is not None)]
+    if args.only:
+        plan = [s for s in plan if any(word in f"{s.key}/{s.server}" for word in args.only.split(","))]
+    print("starting servers ...", flush=True)
+    servers = start_servers(work, config, kserve_python)
+    reps: list[dict[str, dict[str, Any]]] = []
+    try:
+        for rep in range(args.reps):
+            figures: dict[str, dict[str, Any]] = {}
+            for scenario in plan:
+                name = f"{scenario.key}/{scenario.server}"
+                if rep == 0 and scenario.server != "inprocess" and args.warmup > 0:
+                    measure(scenario, servers, work, args.warmup)
+                figures[name] = measure(scenario, servers, work, args.duration)
+                print(f"rep {rep + 1}/{args.reps} {name:34s} {_line(figures[name])}", flush=True)
+            reps.append(figures)
+    finally:
+        for server in servers.values():
+            server.stop()
+    meta = {
+        "mode": "quick" if args.quick else "full", "reps": args.reps, "duration_s": args.duration,
+        "loadgen": next((f["tool"] for f in reps[0].values() if "tool" in f), "-"),
+        "elapsed_s": time.monotonic() - started, "friendly": friendly, "kserve": kserve_python is not None,
+        "date": time.strftime("%Y-%m-%d %H:%M"), "load_before": load_before, "load_after": os.getloadavg(),
+        "resnet_json_bytes": (work / "bodies" / "resnet.json").stat().st_size,
+    }
+    (work / "results.json").write_text(json.dumps({"meta": meta, "reps": reps}, indent=1))
+    out = Path(args.out) if args.out else (work / "RESULTS-quick.md" if args.quick else BENCH / "RESULTS.md")
+    write_report(out, meta, reps)
+    print(f"wrote {out} in {meta['elapsed_s']:.0f} s", flush=True)
+    return 0
+
+
+def _line(figure: dict[str, Any]) -> str:
+    if "p50_ms" not in figure:
+        return f"{figure['rps']:9.1f} inf/s (in-process, {figure['jobs']} jobs)"
+    return (f"{figure['rps']:9.1f} req/s  p50 {figure['p50_ms']:7.2f} ms  p99 {figure['p99_ms']:7.2f} ms  "
+            f"cpu {figure['server_cpu_ms_per_req']:.3f} ms/req  err {figure['errors']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="fastserve's benchmark (writes bench/RESULTS.md)")
+    parser.add_argument("--quick", action="store_true", help="~2 minutes: 1 repetition of 3 s, fewer scenarios")
+    parser.add_argument("--reps", type=int, help="repetitions (default 3, quick 1)")
+    parser.add_argument("--duration", type=float, help="seconds per measurement (default 7, quick 3)")
+    parser.add_argument("--warmup", type=float, help="seconds of warm-up per scenario in the first repetition")
+    parser.add_argument("--no-kserve", action="store_true", help="skip KServe's server (and its venv)")
+    parser.add_argument("--only", help="comma-separated words: run the scenarios whose key/server contains one")
+    parser.add_argument("--work", default=str(BENCH / "out"), help="models, bodies, logs, results.json")
+    parser.add_argument("--out", help="the report (default bench/RESULTS.md; quick: <work>/RESULTS-quick.md)")
+    args = parser.parse_args(argv)
+    args.reps = args.reps or (1 if args.quick else 3)
+    args.duration = args.duration or (3.0 if args.quick else 7.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
