@@ -137,8 +137,9 @@ class Inflater:
         self.inflater: Any = zlib.decompressobj(wbits)
         self.pending: bytes | memoryview = memoryview(data)
 
-    def step(self, budget: int = STEP) -> bool:
-        """Inflate up to `budget` more bytes; True once the whole body is done."""
+    def step(self, budget: int = 0) -> bool:
+        """Inflate up to `budget` (default STEP) more bytes; True once the whole body is done."""
+        budget = budget or STEP
         try:
             while budget > 0:
                 room = self.limit - len(self.out) + 1  # one byte more than allowed tells "too large"
