@@ -18,6 +18,7 @@ import numpy as np
 import openvino as ov
 
 from fastserve.errors import ConfigError
+from fastserve.models.batcher import enable_batching
 from fastserve.models.servable import Servable
 from fastserve.settings import ModelSettings
 
@@ -125,9 +126,11 @@ def load_version(core: ov.Core, settings: ModelSettings, version: int, model_fil
             f"({settings.where('target_device')}, {settings.where('plugin_config')}): {_first(exc)}"
         ) from None
     try:
-        return Servable(settings.name, version, compiled, settings.nireq, settings.execution_mode)
+        servable = Servable(settings.name, version, compiled, settings.nireq, settings.execution_mode)
     except RuntimeError as exc:
         raise ConfigError(f"{what}: cannot create infer requests (nireq {settings.nireq}): {_first(exc)}") from None
+    enable_batching(servable, settings)  # max_batch_size > 0: a Batcher in front of servable.infer
+    return servable
 
 
 def apply_layout(model: ov.Model, settings: ModelSettings) -> None:

@@ -116,16 +116,14 @@ class Repository:
                 servable = load_version(self.core, model.settings, version, model_file)
                 loaded[version] = servable
                 log.info(
-                    "loaded model %s version %d on %s from %s: inputs %s; outputs %s; %s, nireq %d%s",
+                    "loaded model %s version %d on %s from %s: inputs %s; outputs %s; %s",
                     name,
                     version,
                     model.settings.target_device,
                     model_file,
                     _describe(servable.inputs),
                     _describe(servable.outputs),
-                    "inline" if servable.inline else "async",
-                    servable.nireq,
-                    f", warm-up {servable.probe_us:.0f} us" if servable.probe_us is not None else "",
+                    servable.describe_execution(),  # inline/async, nireq, warm-up, batching
                 )
             model.versions = loaded
             model.refresh_metadata()

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import statistics
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -120,15 +120,28 @@ class Servable:
             slot.request.set_callback(_on_done, slot)
             slots.append(slot)
         self.pool: SlotPool[Slot] = SlotPool(slots, name)  # queue bound and wait timeout: pool.LIMITS
+        # Inferences OpenVINO runs at once (its streams): 1 under the LATENCY hint. A Batcher holds
+        # a batch back only while this many of its batches run.
+        self.parallel = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self.probe_us = self._probe() if mode != "async" else None
         if mode == "auto":
             self.inline = self.probe_us is not None and self.probe_us < INLINE_THRESHOLD_US
         else:
             self.inline = mode == "inline"
+        # What the handlers call: run() itself, or a Batcher in front of it (models/batcher.py).
+        self.infer: Callable[[list[np.ndarray], list[int]], InferResult | Awaitable[InferResult]] = self.run
+        self.batching = ""  # the Batcher's settings, for the load log line
+
+    def describe_execution(self) -> str:
+        """For the load log line, e.g. "inline, nireq 2, warm-up 35 us"."""
+        text = f"{'inline' if self.inline else 'async'}, nireq {self.nireq}"
+        if self.probe_us is not None:
+            text += f", warm-up {self.probe_us:.0f} us"
+        return text + (f", {self.batching}" if self.batching else "")
 
     # Running
 
-    def infer(self, arrays: list[np.ndarray], wanted: list[int]) -> InferResult | Awaitable[InferResult]:
+    def run(self, arrays: list[np.ndarray], wanted: list[int]) -> InferResult | Awaitable[InferResult]:
         """Run one inference; a result now when inline and a request is free, else an awaitable."""
         if self.inline:
             slot = self.pool.try_acquire()
@@ -236,11 +249,19 @@ class Servable:
 
     def _probe(self) -> float | None:
         """Median latency of a few inferences on zero inputs of the smallest shape; None if it fails."""
+        timed = self.time_inference(None)
+        return None if timed is None else timed[0]
+
+    def time_inference(self, rows: int | None, repeats: int = 5) -> tuple[float, list[tuple[int, ...]]] | None:
+        """Median us of `repeats` inferences on zero inputs of the smallest shape (with `rows` as dim 0),
+        and the output shapes; None if the model cannot be fed or fails. Loading only (blocks)."""
         arrays = []
         for spec in sorted(self.inputs.values(), key=lambda s: s.index):
-            if spec.dims is None or spec.datatype is None:
+            if spec.dims is None or spec.datatype is None or (rows is not None and not spec.dims):
                 return None
             shape = tuple(max(low, 1) for low, _ in spec.dims)
+            if rows is not None:
+                shape = (rows, *shape[1:])
             if spec.datatype is BYTES:
                 arrays.append(np.full(shape, b"", dtype=object))
             else:
@@ -251,13 +272,14 @@ class Servable:
             self._set_inputs(slot, arrays)
             slot.request.infer()  # the first run allocates and warms caches
             times = []
-            for _ in range(5):
+            for _ in range(repeats):
                 started = time.perf_counter()
                 slot.request.infer()
                 times.append((time.perf_counter() - started) * 1e6)
-            return statistics.median(times)
+            shapes = [tuple(slot.request.get_output_tensor(i).shape) for i in range(len(self.outputs))]
+            return statistics.median(times), shapes
         except RuntimeError as exc:
-            log.debug("warm-up probe of %s failed: %s", self.name, _short(exc))
+            log.debug("timing %s at %s rows failed: %s", self.name, rows, _short(exc))
             return None
         finally:
             slot.keep[:] = [None] * len(slot.keep)
