@@ -324,35 +324,38 @@ def _check_layout(settings: ModelSettings) -> None:
 
 
 def _probe_rows(servable: Servable, max_rows: int, settings: ModelSettings) -> tuple[int, str]:
-    """The batch-size cap from timing the model at growing batch sizes, and a note for the log."""
+    """The batch-size cap from timing the model at growing batch sizes, and a note for the log.
+
+    Each size's cost is the fastest of 5 runs (robust to a busy machine); sizes double up to
+    max_rows within PROBE_BUDGET_S. The cap is the smallest size whose cost per row is within
+    PROBE_TOLERANCE of the cheapest per row seen; 1 means batching does not pay."""
     specs = list(servable.inputs.values())
     if any(low != high for spec in specs for low, high in (spec.dims or ())[1:]):
         return max_rows, "batch cost not probed: dynamic non-batch dims"
     costs: dict[int, float] = {}
     started = time.perf_counter()
-    size, previous, improving = 1, 0, True
+    size = 1
     while True:
         timed = servable.time_inference(size)
         if timed is None:
             break
-        us, shapes = timed
+        times, shapes = timed
         for index, shape in enumerate(shapes):
             if not shape or shape[0] != size:
                 raise ConfigError(
                     f"model {settings.name}: {settings.where('max_batch_size')}: output {index} has shape "
                     f"{tuple(shape)} for a batch of {size}: batching needs outputs whose dim 0 is the batch"
                 )
-        costs[size] = us
-        if previous and us / size >= costs[previous] / previous:
-            improving = False
-            break  # no cheaper per row than the smaller size: larger batches will not help either
+        costs[size] = min(times)
         if size >= max_rows or time.perf_counter() - started > PROBE_BUDGET_S:
             break
-        previous, size = size, min(size * 2, max_rows)
+        size = min(size * 2, max_rows)
     if not costs:
         return max_rows, "batch cost not probed: the model fails on zero inputs"
     note = "probe " + ", ".join(f"{n}: {us:.0f} us" for n, us in costs.items())
-    if improving and max(costs) < max_rows:
-        return max_rows, note  # stopped by the budget while still getting cheaper
-    best = min(us / n for n, us in costs.items())
-    return min(n for n, us in costs.items() if us / n <= best * PROBE_TOLERANCE), note
+    per_row = {n: us / n for n, us in costs.items()}
+    largest = max(costs)
+    if largest < max_rows and per_row[largest] == min(per_row.values()):
+        return max_rows, note  # stopped by the budget while still getting cheaper per row
+    best = min(per_row.values())
+    return min(n for n, cost in per_row.items() if cost <= best * PROBE_TOLERANCE), note

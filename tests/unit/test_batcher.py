@@ -349,9 +349,9 @@ class TimedFake:
         self.cost = cost
         self.inputs = {"x": type("Spec", (), {"dims": ((1, -1), (4, 4))})()}
 
-    def time_inference(self, size: int | None, repeats: int = 5) -> tuple[float, list[tuple[int, ...]]]:
+    def time_inference(self, size: int | None, repeats: int = 5) -> tuple[list[float], list[tuple[int, ...]]]:
         assert size is not None
-        return self.cost(size), [(size, 4)]
+        return [self.cost(size) * 3, self.cost(size)], [(size, 4)]  # the fastest run counts
 
 
 SETTINGS = ModelSettings(name="m", base_path=Path("."), max_batch_size=16)
@@ -364,6 +364,15 @@ def test_probe_caps_batching_where_it_stops_paying() -> None:
     assert _probe_rows(linear, 16, SETTINGS)[0] == 1  # type: ignore[arg-type]
     flattening = TimedFake(lambda n: 100 * n if n > 4 else 400)  # best per row at 4
     assert _probe_rows(flattening, 16, SETTINGS)[0] == 4  # type: ignore[arg-type]
+    one_noisy_size = TimedFake(lambda n: 5000 if n == 2 else 500 + 30 * n)  # a busy moment at size 2
+    assert _probe_rows(one_noisy_size, 16, SETTINGS)[0] == 16  # type: ignore[arg-type]
+
+
+def test_probe_refuses_outputs_that_do_not_follow_the_batch() -> None:
+    reduced = TimedFake(lambda n: 100)
+    reduced.time_inference = lambda size, repeats=5: ([100.0], [(1, 4)])  # type: ignore[method-assign]
+    with pytest.raises(ConfigError, match=r"model m: --max_batch_size: output 0 has shape \(1, 4\) for a batch of 2"):
+        _probe_rows(reduced, 16, SETTINGS)  # type: ignore[arg-type]
 
 
 def compiled_servable(model: ov.Model, name: str) -> Servable:
