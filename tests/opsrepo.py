@@ -11,14 +11,18 @@ from typing import Any
 
 from tests.modelzoo import add_model, dynamic_model, failing_model, heavy_model, save
 
+BUILDERS = {"add": add_model, "dynamic": dynamic_model, "failing": failing_model, "heavy": heavy_model}
 
-def write_ops_repository(root: Path, heavy: dict[str, Any] | None = None, top: dict[str, Any] | None = None) -> Path:
-    """add, dynamic, failing and heavy (v1 each) under root; `heavy` adds config keys (e.g. nireq),
-    `top` adds top-level config.json sections (e.g. monitoring). Returns the config.json path."""
+
+def write_ops_repository(
+    root: Path, models: tuple[str, ...] = tuple(BUILDERS), heavy: dict[str, Any] | None = None,
+    top: dict[str, Any] | None = None,
+) -> Path:
+    """`models` (of add, dynamic, failing, heavy; v1 each) under root; `heavy` adds config keys to heavy
+    (e.g. nireq), `top` adds top-level config.json sections (e.g. monitoring). Returns config.json's path."""
     entries = []
-    for name, model in (("add", add_model()), ("dynamic", dynamic_model()), ("failing", failing_model()),
-                        ("heavy", heavy_model())):
-        save(model, root / name, 1)
+    for name in models:
+        save(BUILDERS[name](), root / name, 1)
         config: dict[str, Any] = {"name": name, "base_path": name}
         if name == "heavy" and heavy:
             config.update(heavy)

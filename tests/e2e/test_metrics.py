@@ -31,7 +31,8 @@ def metered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
         "ovms_requests_success", "ovms_requests_fail", "ovms_request_time_us", "ovms_inference_time_us",
         "ovms_wait_for_infer_req_time_us", "ovms_current_requests", "ovms_streams", "ovms_infer_req_queue_size",
         "ovms_infer_req_active"]}}}
-    config = write_ops_repository(tmp_path_factory.mktemp("metered"), heavy={"nireq": 2}, top=monitoring)
+    config = write_ops_repository(tmp_path_factory.mktemp("metered"), ("add", "failing", "heavy"), heavy={"nireq": 2},
+                                  top=monitoring)
     with ServerProcess("--config_path", str(config), "--metrics_enable", "--server_timing_enable") as proc:
         yield proc
 
