@@ -179,27 +179,27 @@ def test_body_is_json_whatever_the_content_type(server: ServerProcess, content_t
 # Every datatype
 
 
-def type_values(datatype: str) -> list[Any]:
-    if datatype == "BOOL":
-        return [True, False, False, True, True, False]
-    if datatype == "INT64":
-        return [-(2**31), -1, 0, 1, 123456789, 2**31 - 1]  # the CPU plugin keeps int32's range only
-    dtype = np.dtype(datatype.lower().replace("fp", "float").replace("uint", "uint").replace("int", "int"))
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return [int(info.min), int(info.min) + 1, 0, 1, int(info.max) - 1, int(info.max)]
-    if datatype == "FP16":
-        return [0.0, -2.5, 65504.0, 6.103515625e-05, 5.960464477539063e-08, 0.0999755859375]
-    if datatype == "FP32":
-        return [0.1, -1.5, 3.4028234663852886e38, 1.401298464324817e-45, 1 / 3, 16777216.0]
-    return [0.1, 1 / 3, 5e-324, 1.7976931348623157e308, -2.718281828459045, 1e-300]  # FP64: exact doubles
-
-
 NUMPY = {
     "BOOL": np.bool_, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
     "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
     "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
 }  # fmt: skip
+
+
+def type_values(datatype: str) -> list[Any]:
+    """Six values at the edges of the type, as JSON numbers."""
+    if datatype == "BOOL":
+        return [True, False, False, True, True, False]
+    if datatype == "INT64":
+        return [-(2**31), -1, 0, 1, 123456789, 2**31 - 1]  # the CPU plugin keeps int32's range only
+    if datatype == "FP16":
+        return [0.0, -2.5, 65504.0, 6.103515625e-05, 5.960464477539063e-08, 0.0999755859375]
+    if datatype == "FP32":
+        return [0.1, -1.5, 3.4028234663852886e38, 1.401298464324817e-45, 1 / 3, 16777216.0]
+    if datatype == "FP64":
+        return [0.1, 1 / 3, 5e-324, 1.7976931348623157e308, -2.718281828459045, 1e-300]
+    info = np.iinfo(NUMPY[datatype])
+    return [int(info.min), int(info.min) + 1, 0, 1, int(info.max) - 1, int(info.max)]
 
 
 @pytest.mark.parametrize("nested", [False, True], ids=["flat", "nested"])
@@ -280,3 +280,9 @@ def test_heavy_model_runs_on_the_async_path(server: ServerProcess) -> None:
     (output,) = doc["outputs"]
     assert output["shape"] == [1, 16] and output["datatype"] == "FP32"
     assert all(v >= 0 for v in output["data"]) and any(v > 0 for v in output["data"])  # mean of ReLUs
+
+
+def test_non_finite_outputs_are_null(server: ServerProcess) -> None:
+    # dynamic doubles x: 3e38 * 2 overflows FP32. JSON has no infinity, so the value is null.
+    doc = infer(server, "dynamic", single("x", "FP32", [1, 3], [3e38, -3e38, 1.0]))
+    assert doc["outputs"][0]["data"] == [None, None, 2.0]
