@@ -8,8 +8,10 @@ tensors. The lifecycle, in order:
    loaded; a model that fails stops the server (exit 2, the log line names the model);
 4. SIGTERM/SIGINT: stop accepting, let in-flight requests finish (at most shutdown_timeout
    seconds; a second signal cuts it short), close the rest, exit 0.
-A compile cannot be interrupted, so shutdown never waits for the loading thread: when it
-is still busy the process leaves with os._exit once the connections are drained.
+A compile cannot be interrupted, so shutdown never waits for the loading thread; and an
+inference whose client was cut off gets SETTLE_TIMEOUT to end. Whatever OpenVINO still runs
+after that, the process leaves with os._exit: an interpreter shutting down under OpenVINO's
+threads aborts ("FATAL: exception not rethrown") when one calls back into Python.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from fastserve.settings import ServerSettings
 log = logging.getLogger("fastserve")
 SWEEP_INTERVAL = 1.0  # seconds between timeout checks of all connections
 DRAIN_POLL = 0.05  # seconds between checks that in-flight requests are done
+# Seconds an inference cut off by the drain deadline gets to end before we stop waiting for it.
+SETTLE_TIMEOUT = 5.0
 LOAD_FAILED_EXIT = 2  # a model that cannot load is a configuration problem, as a bad config.json
 
 
@@ -45,9 +49,9 @@ def run(settings: ServerSettings) -> int:
     plan = repository.plan()  # ConfigErrors surface here, before anything listens
     loading = Loading(repository, plan)
     code = uvloop.run(_serve(settings, repository, loading))
-    if loading.busy:
-        # Returning would make the interpreter (and OpenVINO's plugins) shut down under a running compile.
-        log.info("model loading still running: exiting without waiting for it")
+    if loading.busy or busy_slots(repository):
+        # Returning would shut the interpreter (and OpenVINO's plugins) down under a running compile/inference.
+        log.info("model %s still running: exiting without waiting for it", "loading" if loading.busy else "inference")
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -145,9 +149,10 @@ async def _serve(settings: ServerSettings, repository: Repository, loading: Load
     await stopping
     if loading.busy:
         loading.stop()
-    busy = sum(1 for c in state.connections if c.active is not None or c.pipeline) + len(state.tasks)
+    busy = sum((c.active is not None) + len(c.pipeline) for c in state.connections)
     log.info("shutting down: finishing %d request(s)", busy)
     await _drain(state, server, settings.shutdown_timeout, force)
+    await _settle(repository, SETTLE_TIMEOUT)
     sweeper.cancel()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
@@ -173,6 +178,20 @@ async def _drain(state: ServerState, server: asyncio.AbstractServer, timeout: fl
             connection.transport.abort()
     for task in list(state.tasks):
         task.cancel()
+
+
+async def _settle(repository: Repository, timeout: float) -> None:
+    """Wait (bounded) until no infer request is in use: inferences of cut-off clients end on their own."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while busy_slots(repository) and loop.time() < deadline:
+        await asyncio.sleep(DRAIN_POLL / 5)
+
+
+def busy_slots(repository: Repository) -> int:
+    """Infer requests in use over every loaded model version."""
+    return sum(servable.pool.busy for model in list(repository.models.values())
+               for servable in list(model.versions.values()))
 
 
 async def _sweep(state: ServerState) -> None:

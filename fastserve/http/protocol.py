@@ -423,11 +423,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def check_timeouts(self, now: float) -> None:
         transport = self.transport
-        if transport is None or self.linger is not None:
+        if transport is None:
             return
         settings = self.state.settings
         if self.writing_paused:
-            # A reader that takes no bytes of its response for body_timeout is dropped.
+            # A reader that takes no bytes of its response for body_timeout is dropped (also while
+            # lingering: close() would wait for that buffer to drain forever).
             size = transport.get_write_buffer_size()
             if self.write_buffered == 0 or size < self.write_buffered:
                 self.write_progress_at = now
@@ -435,7 +436,7 @@ class HttpProtocol(asyncio.Protocol):
             if 0 < settings.body_timeout < now - self.write_progress_at:
                 transport.abort()
             return
-        if self.reading_paused:
+        if self.reading_paused or self.linger is not None:
             return  # we stopped reading: the client is not the one late
         if self.parsing:
             if not self.headers_done:

@@ -121,7 +121,10 @@ class FakeApp:
 
 
 class Harness:
+    made: list[Harness] = []  # every harness of the running test, checked for late writes
+
     def __init__(self, loop: asyncio.AbstractEventLoop, **settings: Any) -> None:
+        Harness.made.append(self)
         self.loop = loop
         self.state = ServerState(dataclasses.replace(ServerSettings(), **settings), loop)
         self.app = FakeApp(loop)
@@ -146,7 +149,10 @@ class Harness:
 @pytest.fixture
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop = asyncio.new_event_loop()
+    Harness.made.clear()
     yield loop
+    for harness in Harness.made:
+        assert harness.transport.late_writes == [], "bytes written after close"
     pending = asyncio.all_tasks(loop)  # handlers of futures a test left unresolved
     for task in pending:
         task.cancel()
@@ -156,10 +162,8 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 @pytest.fixture
-def h(loop: asyncio.AbstractEventLoop) -> Iterator[Harness]:
-    harness = Harness(loop, max_request_size=1000)
-    yield harness
-    assert harness.transport.late_writes == [], "bytes written after close"
+def h(loop: asyncio.AbstractEventLoop) -> Harness:
+    return Harness(loop, max_request_size=1000)
 
 
 def response(path: str, body: int = 0, connection: bytes = b"") -> bytes:
@@ -351,6 +355,14 @@ def test_write_stall_is_aborted_after_body_timeout(loop: asyncio.AbstractEventLo
     assert h.transport.aborted
     h.protocol.connection_lost(None)
     assert sent == [1]  # the response's memory is released when the connection goes
+
+    h = Harness(loop, body_timeout=5.0)  # the last response (then lingering) to a reader that stalls
+    h.transport.blocked = True
+    h.feed(b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert h.transport.eof_written and h.transport.reading  # draining input while the response waits
+    h.protocol.check_timeouts(now + 1)
+    h.protocol.check_timeouts(now + 7)
+    assert h.transport.aborted
 
 
 def test_connection_lost_mid_body_and_mid_handler(h: Harness) -> None:
