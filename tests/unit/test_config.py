@@ -179,7 +179,6 @@ def test_invalid_json(repo: Path, text: str, capsys: pytest.CaptureFixture[str])
      'model_config_list[0]: each entry must be {"config": {...}}'),
     ({"model_config_list": [{"config": {"name": "m", "base_path": "models/m"}, "extra": 1}]},
      'model_config_list[0]: each entry must be {"config": {...}}'),
-    ({"model_config_list": [], "pipeline_config_list": [{"name": "p"}]}, "pipeline_config_list: not supported"),
     ({"model_config_list": [], "mediapipe_config_list": [{"name": "g"}]}, "mediapipe_config_list: not supported"),
     ({"model_config_list": [], "monitoring": []}, "monitoring: must be an object"),
 ])
