@@ -6,6 +6,7 @@ flags, and OVMS's gRPC flags accepted with a warning.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -136,3 +137,16 @@ def test_grpc_flags_are_accepted_with_a_warning(single: ServerProcess) -> None:
     assert "[WARNING][fastserve] --port 9000: ignored, fastserve has no gRPC endpoint (REST only)" in log
     assert "--grpc_workers 4: ignored" in log
     assert get(single.port, "/v2/health/ready").status == 200
+
+
+def test_port_in_use_exits_1(versioned: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("--model_name", "m", "--model_path", str(versioned), "--rest_port", str(port),
+                     "--rest_bind_address", "127.0.0.1")
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and f"cannot listen on 127.0.0.1 port {port}" in errors[0], result.stderr
+    assert "address already in use" in errors[0].lower()

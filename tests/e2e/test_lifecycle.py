@@ -214,6 +214,24 @@ def test_drain_is_bounded_by_shutdown_timeout(heavy_repo: Path) -> None:
         server.stop()
 
 
+def test_a_second_signal_cuts_the_drain_short(heavy_repo: Path) -> None:
+    server = ServerProcess("--model_name", "heavy", "--model_path", str(heavy_repo))  # shutdown_timeout: 30 s
+    try:
+        conns = send_heavy(server, 6, 24)
+        time.sleep(0.2)
+        os.kill(server.proc.pid, signal.SIGTERM)
+        time.sleep(0.2)
+        os.kill(server.proc.pid, signal.SIGTERM)
+        assert exit_code(server, timeout=15) == 0
+        for conn in conns:
+            conn.close()
+        log = server.log()
+        assert "SIGTERM again: closing the remaining connections now" in log
+        assert re.search(r"closing [1-9]\d* connection\(s\) with requests unfinished", log), log
+    finally:
+        server.stop()
+
+
 # Shutdown while a model still compiles; a model that cannot load
 
 
