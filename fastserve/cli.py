@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     """Validate the flags and read the configuration they point at; ConfigError names what is wrong."""
-    from fastserve.config import load_config_file, model_from_flags
+    from fastserve.config import load_config_file, model_from_flags, pipelines_from_doc
 
     given = [f"--{flag}" for flag in SINGLE_MODEL_FLAGS if getattr(args, flag) is not None]
     config_path = None
@@ -127,6 +127,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
             raise ConfigError(f"--{flag}: must not be negative")
     return ServerSettings(
         models=tuple(models),
+        pipelines=pipelines_from_doc(doc, config_path, models) if config_path is not None else (),
         config_path=config_path,
         rest_port=rest_port,
         rest_bind_address=args.rest_bind_address,

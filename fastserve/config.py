@@ -26,9 +26,8 @@ TOP_LEVEL_KEYS = {
     "custom_loader_config_list",
 }
 # OVMS sections fastserve does not implement: refused when non-empty, instead of silently serving less.
+# (pipeline_config_list and custom_node_library_config_list: pipelines_from_doc, fastserve/pipelines/.)
 UNSUPPORTED_SECTIONS = (
-    "pipeline_config_list",
-    "custom_node_library_config_list",
     "mediapipe_config_list",
     "custom_loader_config_list",
 )
@@ -316,6 +315,13 @@ def parse_choice(value: Any, choices: tuple[str, ...], where: str) -> str:
     if value not in choices:
         raise ConfigError(f"{where}: must be one of {', '.join(choices)}, not {_short(value)}")
     return str(value)
+
+
+def pipelines_from_doc(doc: dict[str, Any], path: Path, models: list[ModelSettings]) -> tuple[Any, ...]:
+    """pipeline_config_list (with custom_node_library_config_list) as PipelineConfigs; ConfigError names the node."""
+    from fastserve.pipelines.config import parse_pipelines
+
+    return parse_pipelines(doc, path, {m.name for m in models})
 
 
 def _is_int(value: Any) -> bool:

@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING
 import orjson
 
 from fastserve import SERVER_NAME, __version__
-from fastserve.errors import NotFound, Unavailable
+from fastserve.errors import ModelNotFound, NotFound, Unavailable
 from fastserve.http.compression import Codings
 from fastserve.http.request import Request
 from fastserve.http.response import OCTET_STREAM, Response, plain_error
 from fastserve.models.repository import Repository
 from fastserve.models.servable import InferResult, Servable
+from fastserve.pipelines.binding import bind_pipeline_inputs, image_bytes
+from fastserve.pipelines.executor import NoResults, PipelineResult, run_pipeline
+from fastserve.pipelines.graph import Compiled
 from fastserve.router import Route, match
 from fastserve.settings import ServerSettings
 from fastserve.v2 import images
@@ -105,12 +108,18 @@ class App:
 
     def model_metadata(self, request: Request, route: Route) -> Response:
         assert route.model is not None
-        return Response(200, self.repository.metadata(route.model, route.version))
+        try:
+            return Response(200, self.repository.metadata(route.model, route.version))
+        except ModelNotFound:  # OVMS's lookup order: a model, then a pipeline (whose version is ignored)
+            return Response(200, self._pipeline(route.model).metadata)
 
     def model_ready(self, request: Request, route: Route) -> Response:
         assert route.model is not None
         try:
-            self.repository.get(route.model, route.version)
+            try:
+                self.repository.get(route.model, route.version)
+            except ModelNotFound:
+                self._pipeline(route.model)
         except Unavailable as exc:
             # The spec wants a 4xx for "not ready"; OVMS answers 404 with this text.
             raise NotFound(exc.message) from None
@@ -118,7 +127,10 @@ class App:
 
     def infer(self, request: Request, route: Route, trace: Trace | None = None) -> Response | Awaitable[Response]:
         assert route.model is not None
-        servable = self.repository.get(route.model, route.version)
+        try:
+            servable = self.repository.get(route.model, route.version)
+        except ModelNotFound:
+            return self._infer_pipeline(request, route.model, trace)
         if trace is not None:  # metrics or Server-Timing on (observe.py)
             trace.servable = servable
         body = request.body
@@ -134,6 +146,58 @@ class App:
         if type(result) is InferResult:
             return _respond(route.model, servable, decoded, selected, result, trace)
         return _respond_later(route.model, servable, decoded, selected, result, trace)  # type: ignore[arg-type]
+
+
+    # Pipelines (fastserve/pipelines/): same codec, same request features, run by the DAG executor
+
+    def _pipeline(self, name: str) -> Compiled:
+        """The pipeline bound to the current models; ModelNotFound when no pipeline has the name either."""
+        pipeline = self.repository.pipelines.get(name) if self.repository.pipelines is not None else None
+        if pipeline is None:
+            raise ModelNotFound()
+        return pipeline.resolve(self.repository)
+
+    def _infer_pipeline(self, request: Request, name: str, trace: Trace | None) -> Response | Awaitable[Response]:
+        compiled = self._pipeline(name)
+        body = request.body
+        header_length = parse_header_length(request.headers.get(b"inference-header-content-length"), len(body))
+        decoded = decode_request(body, header_length)
+        if image_bytes(decoded, compiled) > INLINE_IMAGE_BYTES:
+            return _pipeline_off_loop(name, compiled, decoded, trace)
+        return _run_pipeline(name, compiled, decoded, bind_pipeline_inputs(decoded, compiled), trace)
+
+
+def _run_pipeline(
+    name: str, compiled: Compiled, decoded: InferRequest, arrays: list, trace: Trace | None
+) -> Response | Awaitable[Response]:
+    selected = select_outputs(decoded, compiled.outputs)
+    if trace is not None:
+        trace.decoded = perf_counter()
+    try:
+        result = run_pipeline(compiled, arrays, [spec.index for spec, _ in selected])
+    except NoResults:
+        return Response(204)  # a demultiplexer found nothing: OVMS's 204 No Content
+    if type(result) is PipelineResult:
+        return _respond(name, compiled, decoded, selected, result, trace)  # type: ignore[arg-type]
+    return _pipeline_later(name, compiled, decoded, selected, result, trace)
+
+
+async def _pipeline_later(
+    name: str, compiled: Compiled, decoded: InferRequest, selected: list[tuple[TensorSpec, bool]],
+    pending: Awaitable[PipelineResult], trace: Trace | None,
+) -> Response:
+    try:
+        result = await pending
+    except NoResults:
+        return Response(204)
+    return _respond(name, compiled, decoded, selected, result, trace)  # type: ignore[arg-type]
+
+
+async def _pipeline_off_loop(name: str, compiled: Compiled, decoded: InferRequest, trace: Trace | None) -> Response:
+    loop = asyncio.get_running_loop()
+    arrays = await loop.run_in_executor(images.executor(), bind_pipeline_inputs, decoded, compiled)
+    response = _run_pipeline(name, compiled, decoded, arrays, trace)
+    return response if isinstance(response, Response) else await response
 
 
 async def _infer_off_loop(name: str, servable: Servable, decoded: InferRequest, trace: Trace | None) -> Response:

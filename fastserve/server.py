@@ -47,6 +47,10 @@ def run(settings: ServerSettings) -> int:
     pool.configure(settings.max_queue_size, settings.request_timeout_seconds)  # before any servable exists
     repository = Repository(settings.models, settings.cache_dir)
     plan = repository.plan()  # ConfigErrors surface here, before anything listens
+    if settings.pipelines:
+        from fastserve.pipelines.registry import attach_pipelines
+
+        attach_pipelines(settings.pipelines, repository)  # imports custom nodes; checked once models load
     loading = Loading(repository, plan)
     code = uvloop.run(_serve(settings, repository, loading))
     if loading.busy or busy_slots(repository):

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import openvino as ov
 import orjson
@@ -66,6 +68,10 @@ class Repository:
         self.models: dict[str, ServedModel] = {m.name: ServedModel(m) for m in models}
         self.ready = False
         self._stop = threading.Event()
+        # DAG pipelines (fastserve/pipelines/registry.py), looked up after models: replaced whole on reload.
+        self.pipelines: Any = None
+        # Run in the loading thread once every model is loaded, before ready turns true (may raise ConfigError).
+        self.after_load: list[Callable[[], None]] = []
 
     # Lookups (event loop)
 
@@ -128,6 +134,8 @@ class Repository:
             model.versions = loaded
             model.refresh_metadata()
             model.loading = False
+        for hook in self.after_load:
+            hook()
         self.ready = True
 
 
