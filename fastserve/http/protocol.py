@@ -60,8 +60,8 @@ class HttpProtocol(asyncio.Protocol):
         "app", "state", "loop", "parser", "transport",
         "pipeline", "queued_bytes", "active", "reading_paused", "writing_paused", "pending_sent", "read_done",
         "eof", "linger", "last_activity", "write_buffered", "write_progress_at",
-        "url", "headers", "header_bytes", "head_raw", "seq", "body", "parsing", "headers_done", "started_at",
-        "continue_pending", "error", "max_body",
+        "url", "headers", "header_bytes", "stalled_bytes", "progress", "seq", "body", "parsing", "headers_done",
+        "started_at", "continue_pending", "error", "max_body",
     )  # fmt: skip
 
     def __init__(self, app: Any, state: ServerState) -> None:
@@ -88,7 +88,10 @@ class HttpProtocol(asyncio.Protocol):
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
         self.header_bytes = 0  # URL + header names and values seen by the callbacks
-        self.head_raw = 0  # raw bytes of whole chunks that arrived inside this head (httptools buffers them)
+        # Raw bytes of whole chunks that added nothing to the body: a head, or chunked trailers, that
+        # httptools buffers internally until the line ends. Bounded by MAX_HEADER_BYTES too.
+        self.stalled_bytes = 0
+        self.progress = False  # on_body ran during this feed
         self.seq = 0  # messages begun on this connection
         self.body: bytearray | None = None
         self.parsing = False
@@ -128,8 +131,9 @@ class HttpProtocol(asyncio.Protocol):
         if self.read_done:
             return  # after an error, `Connection: close` or while lingering, input is discarded
         self.last_activity = self.loop.time()
-        in_head = self.parsing and not self.headers_done
+        parsing = self.parsing
         seq = self.seq
+        self.progress = False
         view: bytes | memoryview = data
         while True:
             try:
@@ -151,10 +155,11 @@ class HttpProtocol(asyncio.Protocol):
                 self._fail(plain_error(400, f"Malformed HTTP request: {_reason(exc)}"))
                 return
             break
-        if self.parsing and not self.headers_done:
-            if in_head and seq == self.seq:
-                self.head_raw += len(data)  # the whole chunk belonged to this head
-            if self.head_raw > MAX_HEADER_BYTES:
+        if self.progress:
+            self.stalled_bytes = 0
+        elif parsing and self.parsing and seq == self.seq:  # the whole chunk went into one unfinished message
+            self.stalled_bytes += len(data)
+            if self.stalled_bytes > MAX_HEADER_BYTES:
                 self._fail(plain_error(431, "Request header fields too large"))
 
     def eof_received(self) -> bool | None:
@@ -186,7 +191,7 @@ class HttpProtocol(asyncio.Protocol):
         self.url = b""
         self.headers = {}
         self.header_bytes = 0
-        self.head_raw = 0
+        self.stalled_bytes = 0
         self.body = None
         self.parsing = True
         self.headers_done = False
@@ -232,6 +237,7 @@ class HttpProtocol(asyncio.Protocol):
                 self.continue_pending = True  # sent once the responses before it are out (_next)
 
     def on_body(self, chunk: bytes) -> None:
+        self.progress = True
         self.continue_pending = False  # the client did not wait for the 100
         body = self.body
         if body is None:

@@ -244,7 +244,7 @@ def test_chunked_body(h: Harness) -> None:
         b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
         b"5\r\nhello\r\n",
         b"6\r\n world\r\n0\r\n",
-        b"\r\n",
+        b"X-Checksum: 1\r\n\r\n",  # a trailer
     )
     assert h.app.seen[0].body == b"hello world"
     assert h.transport.take() == response("/c", 11)
@@ -412,6 +412,16 @@ def test_header_too_large_is_431_in_one_chunk_and_dribbled(loop: asyncio.Abstrac
         h.feed(b"a" * 4096)
     assert h.transport.take().startswith(b"HTTP/1.1 431 ")
     assert h.transport.eof_written
+    # The same in a chunked body's trailers; big body chunks themselves never count.
+    h = Harness(loop, max_request_size=1 << 20)
+    h.feed(b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(4):
+        h.feed(b"10000\r\n" + b"b" * 0x10000 + b"\r\n")
+    h.feed(b"0\r\nX-Trailer: ")
+    assert h.transport.out == b""
+    for _ in range(protocol_module.MAX_HEADER_BYTES // 4096 + 1):
+        h.feed(b"t" * 4096)
+    assert h.transport.take().startswith(b"HTTP/1.1 431 ")
 
 
 def test_timeouts_on_a_manual_clock(loop: asyncio.AbstractEventLoop) -> None:
