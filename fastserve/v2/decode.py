@@ -133,7 +133,7 @@ def _input(item: Any, index: int) -> InferInput:
     datatype = BY_NAME.get(type_name)
     if datatype is None:
         raise InvalidInput(f"Unsupported data precision detected - {type_name!r} for input {name}")
-    parameters = parse_parameters(item.get("parameters", _ABSENT), f"input {name}")
+    parameters = parse_parameters(item["parameters"], f"input {name}") if "parameters" in item else {}
     result = InferInput(name, datatype, tuple(shape), parameters)
     if "data" in item:
         if "binary_data_size" in parameters:

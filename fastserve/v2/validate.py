@@ -81,20 +81,25 @@ def _bytes_elements(item: InferInput) -> list[bytes] | list[str]:
 
 def check_shape(shape: tuple[int, ...], spec: TensorSpec) -> None:
     """Static dims must match exactly; -1 takes anything; a range a:b takes values inside it."""
-    if spec.dims is None:
+    dims = spec.dims
+    if dims is None:
         return
-    actual = "(" + ",".join(map(str, shape)) + ")"
-    if len(shape) != len(spec.dims):
+    if len(shape) != len(dims):
         raise InvalidInput(
-            f"Invalid number of shape dimensions - Expected: {spec.describe_shape()}; Actual: {actual}; "
+            f"Invalid number of shape dimensions - Expected: {spec.describe_shape()}; Actual: {_text(shape)}; "
             f"input name: {spec.name}"
         )
-    for position, (value, (low, high)) in enumerate(zip(shape, spec.dims, strict=True)):
+    for position, value in enumerate(shape):
+        low, high = dims[position]
         if value < low or (high != -1 and value > high):
             what = "Invalid input batch size" if position == 0 and len(shape) > 1 else "Invalid input shape"
             raise InvalidInput(
-                f"{what} - Expected: {spec.describe_shape()}; Actual: {actual}; input name: {spec.name}"
+                f"{what} - Expected: {spec.describe_shape()}; Actual: {_text(shape)}; input name: {spec.name}"
             )
+
+
+def _text(shape: tuple[int, ...]) -> str:
+    return "(" + ",".join(map(str, shape)) + ")"
 
 
 def _raw_binary_input(raw: memoryview, specs: Mapping[str, TensorSpec]) -> np.ndarray:
