@@ -143,10 +143,13 @@ def _input(item: Any, index: int) -> InferInput:
 
 
 def _outputs(value: Any) -> list[RequestedOutput] | None:
+    """The requested outputs; None (every output) when absent or [] (as Triton reads an empty list)."""
     if value is _ABSENT:
         return None
     if not isinstance(value, list):
         raise BadRequest("Could not parse output content - outputs must be a list")
+    if not value:
+        return None
     outputs = []
     seen: set[str] = set()
     for index, item in enumerate(value):

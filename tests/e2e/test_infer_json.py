@@ -162,7 +162,9 @@ def test_request_parameters_are_accepted(server: ServerProcess) -> None:
     assert "parameters" not in infer(server, "add", doc)
 
 
-@pytest.mark.parametrize(("wanted", "names"), [(["sum"], ["sum"]), (["sum", "diff"], ["sum", "diff"])])
+@pytest.mark.parametrize(
+    ("wanted", "names"), [(["sum"], ["sum"]), (["sum", "diff"], ["sum", "diff"]), ([], ["diff", "sum"])]
+)
 def test_requested_outputs_select_what_comes_back(server: ServerProcess, wanted: list[str], names: list[str]) -> None:
     doc = infer(server, "add", {**ADD_REQUEST, "outputs": [{"name": n} for n in wanted]})
     assert [o["name"] for o in doc["outputs"]] == names

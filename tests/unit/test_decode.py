@@ -69,6 +69,10 @@ def test_fields_are_read() -> None:
     assert [(o.name, o.binary) for o in request.outputs] == [("o1", None), ("o2", True)]
 
 
+def test_empty_outputs_list_means_every_output() -> None:
+    assert decode_request(body([tensor([1.0])], outputs=[]), None).outputs is None
+
+
 def test_absent_optional_fields() -> None:
     request = decode_request(body([tensor([1.0])]), None)
     assert request.id is None and request.parameters == {} and request.outputs is None
