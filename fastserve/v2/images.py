@@ -241,9 +241,12 @@ def fit_channels(image: np.ndarray, channels: int, where: str) -> np.ndarray:
     if channels == 3 and have == 4:
         return image[:, :, :3]
     kinds = {1: "gray", 3: "BGR", 4: "BGRA"}
+    hint = ""
+    if channels > 4:  # a [N,3,H,W] input read as NHWC: C is really W
+        hint = " (the input looks NCHW: images need NHWC, e.g. the model option \"layout\": \"NHWC:NCHW\")"
     raise InvalidInput(
         f"Invalid number of channels in binary input - Expected: {channels}; Actual: {have} "
-        f"({kinds.get(have, 'unknown')}); {where}"
+        f"({kinds.get(have, 'unknown')}); {where}{hint}"
     )
 
 

@@ -57,6 +57,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         ov.save_model(identity(element, shape), root / name / "1" / "model.xml", compress_to_fp16=False)
         entries.append({"config": {"name": name, "base_path": name}})
     entries.append({"config": {"name": "digits", "base_path": str(DEMO / "models" / "digits")}})
+    # OVMS's way to feed images to an NCHW model: the server transposes NHWC requests.
+    entries.append({"config": {"name": "nchw_as_nhwc", "base_path": "nchw_f32", "layout": "NHWC:NCHW"}})
     (root / "config.json").write_text(json.dumps({"model_config_list": entries}))
     with ServerProcess("--config_path", str(root / "config.json")) as proc:
         yield proc
@@ -110,6 +112,13 @@ def test_rgba_alpha_dropped_for_three_channels(client: httpclient.InferenceServe
     rgba = RNG.integers(0, 256, (3, 3, 4), dtype=np.uint8)
     out = infer(client, "any_u8", [png(rgba)])
     np.testing.assert_array_equal(out[0], rgba[:, :, [2, 1, 0]])
+
+
+def test_nchw_model_with_nhwc_layout_takes_images(client: httpclient.InferenceServerClient) -> None:
+    rgb = RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    out = infer(client, "nchw_as_nhwc", [png(rgb)])
+    assert out.shape == (1, 3, 8, 8)  # the model's own NCHW output
+    np.testing.assert_array_equal(out[0], rgb[:, :, ::-1].transpose(2, 0, 1).astype(np.float32))
 
 
 def test_jpeg_within_tolerance_of_a_reference_decode(client: httpclient.InferenceServerClient) -> None:
@@ -184,7 +193,7 @@ GOOD = png(np.zeros((4, 4, 3), dtype=np.uint8))
         ("any_u8", [b"\xff\xd8\xff\xe0" + b"\x00" * 30], "corrupt or unsupported JPEG"),
         ("any_u8", [GOOD[:40]], "input image, image 1 of 1: corrupt or unsupported PNG"),
         ("gray_i8", [GOOD], "Invalid number of channels in binary input - Expected: 1; Actual: 3 (BGR)"),
-        ("nchw_f32", [GOOD], "Invalid number of channels in binary input - Expected: 8; Actual: 3"),
+        ("nchw_f32", [GOOD], "Expected: 8; Actual: 3 (BGR); input image, image 1 of 1 (the input looks NCHW"),
         ("any_u8", [GOOD, png(np.zeros((5, 4, 3), dtype=np.uint8))], "required to have the same resolution"),
         ("one_f16", [GOOD, GOOD], "Invalid input batch size"),
     ],

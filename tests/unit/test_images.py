@@ -270,3 +270,16 @@ def test_names_the_bad_image_in_a_batch() -> None:
     good = png_bytes(np.zeros((4, 4, 3), dtype=np.uint8))
     with pytest.raises(InvalidInput, match="input img, image 2 of 3"):
         bind([good, b"not an image", good], spec([-1, 4, 4, 3]))
+
+
+def test_only_image_inputs_count_towards_the_off_loop_threshold() -> None:
+    from fastserve.v2.types import InferRequest
+
+    encoded = b"\x00" * 5000
+    image = InferInput("img", BYTES, (1,), {}, raw=memoryview(encoded))
+    text = InferInput("text", BYTES, (1,), {}, raw=memoryview(b"\x00" * 9000))
+    request = InferRequest(None, {}, [image, text], None)
+    specs = {"img": spec([-1, 4, 4, 3], "UINT8"), "text": TensorSpec("text", BYTES, "string", ((0, -1),))}
+    assert images.image_input_bytes(request, specs) == 5000
+    specs["img"] = TensorSpec("img", BY_NAME["FP32"], "f32", ((0, -1), (0, -1)))  # 2-D: not an image input
+    assert images.image_input_bytes(request, specs) == 0
