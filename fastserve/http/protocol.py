@@ -6,16 +6,13 @@ order. Knows nothing of KServe, numpy or OpenVINO. Parser callbacks never let an
 escape except _StopParsing, which only stops the parser; every answer goes out through _send
 (a handled request) or _send_final (a request that could not be parsed: answer, then close).
 
-Flow control: the write-buffer high-water mark is 0, so pause_writing fires whenever a
-response did not go out whole. While paused we read nothing more and start no pipelined
-request, so a slow reader costs at most one buffered response; resume_writing (buffer empty)
-runs the responses' on_sent hooks, which is when zero-copy tensor memory may be reused.
-Reading also pauses when MAX_PIPELINE requests or MAX_PIPELINE_BYTES of bodies wait their turn.
+Flow control (the plumbing is in flow.py): while a response has not reached the socket whole
+we read nothing more and start no pipelined request, so a slow reader costs at most one
+buffered response. Reading also pauses when MAX_PIPELINE requests or MAX_PIPELINE_BYTES of
+bodies wait their turn.
 
 Closing: once `read_done` is set (parse error, timeout, `Connection: close`, EOF) no more
-input is parsed; what is queued is answered, then the connection closes. A close after a
-response shuts our write side first and discards the client's remaining input for up to
-LINGER_SECONDS, so the response is not destroyed by a TCP reset over unread bytes.
+input is parsed; what is queued is answered, then the connection closes (a lingering close).
 """
 
 from __future__ import annotations
@@ -23,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
 from fastserve.errors import FastServeError, error_body
+from fastserve.http.flow import FlowControl
 from fastserve.http.request import Request
 from fastserve.http.response import CONTINUE, Response, error_response, plain_error
 
@@ -46,8 +43,6 @@ MAX_HEADERS = 100
 # reading (the kernel buffers then push back on the client). 16 x 4 MiB bounds a pipelining client.
 MAX_PIPELINE = 16
 MAX_PIPELINE_BYTES = 4 * 1024 * 1024
-# After our last response: how long we keep draining input before a hard close (nginx: 5 s).
-LINGER_SECONDS = 2.0
 _RETRY_AFTER = ((b"retry-after", b"1"),)
 
 
@@ -55,34 +50,23 @@ class _StopParsing(Exception):
     """Raised from a parser callback to stop feeding: the response is already decided."""
 
 
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol(FlowControl):
     __slots__ = (
-        "app", "state", "loop", "parser", "transport",
-        "pipeline", "queued_bytes", "active", "reading_paused", "writing_paused", "pending_sent", "read_done",
-        "eof", "linger", "last_activity", "write_buffered", "write_progress_at",
+        "app", "state", "parser", "pipeline", "queued_bytes", "active", "last_activity",
         "url", "headers", "header_bytes", "stalled_bytes", "progress", "seq", "body", "parsing", "headers_done",
         "started_at", "continue_pending", "error", "max_body",
     )  # fmt: skip
 
     def __init__(self, app: Any, state: ServerState) -> None:
+        super().__init__(state.loop)
         self.app = app
         self.state = state
-        self.loop = state.loop
         self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
-        # Per-connection state
+        # Per-connection state (the transport's is in FlowControl)
         self.pipeline: deque[Request | Response] = deque()  # a Response here is a final parse error
         self.queued_bytes = 0  # body bytes of the Requests in `pipeline`
         self.active: Request | None = None  # being handled; its response is the next to write
-        self.reading_paused = False
-        self.writing_paused = False
-        self.pending_sent: list[Callable[[], None]] = []  # on_sent hooks waiting for the buffer to drain
-        self.read_done = False  # parse nothing more: answer what is queued, then close
-        self.eof = False  # the client shut its write side
-        self.linger: asyncio.TimerHandle | None = None  # set once our write side is shut
         self.last_activity = 0.0
-        self.write_buffered = 0  # write-buffer size at the last sweep, to see a stalled reader
-        self.write_progress_at = 0.0
         self.max_body = state.settings.max_request_size
         # Per-request state (the request being parsed)
         self.url = b""
@@ -117,15 +101,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
-        if self.linger is not None:
-            self.linger.cancel()
-        self.transport = None
-        self.read_done = True
-        self.writing_paused = False
-        self.pipeline.clear()
-        self.queued_bytes = 0
+        self._drop_pipeline()
         self.body = None  # a half-received body is garbage now; the running handler keeps its own request
-        self._run_pending_sent()
+        self._lost()
 
     def data_received(self, data: bytes) -> None:
         if self.read_done:
@@ -171,15 +149,7 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
         return True  # half-close: the write side stays open to answer what was asked
 
-    def pause_writing(self) -> None:
-        self.writing_paused = True
-        self.write_buffered = 0
-        self.write_progress_at = self.loop.time()
-        self._pause_reading()
-
-    def resume_writing(self) -> None:
-        self.writing_paused = False
-        self._run_pending_sent()
+    def _drained(self) -> None:
         if self.active is None:
             self._next()
         self._maybe_resume_reading()
@@ -304,7 +274,7 @@ class HttpProtocol(asyncio.Protocol):
         assert request is not None
         self.active = None
         transport = self.transport
-        if transport is None or transport.is_closing() or self.linger is not None:
+        if transport is None or not self._writable():
             if response.on_sent is not None:
                 response.on_sent()  # nothing will be written: release now
             return
@@ -312,7 +282,15 @@ class HttpProtocol(asyncio.Protocol):
         # no more input will come and nothing else is queued.
         keep_alive = request.keep_alive and not self.state.shutting_down and not (self.read_done and not self.pipeline)
         head_only = request.method == b"HEAD"
-        transport.writelines(response.wire(keep_alive, request.http10, head_only, self.app.extra_headers(request)))
+        try:
+            parts = response.wire(keep_alive, request.http10, head_only, self.app.extra_headers(request))
+        except Exception:  # e.g. a status with no reason phrase: never leave the client waiting
+            log.exception("cannot serialise the response to %s", request.url.decode("latin-1"))
+            if response.on_sent is not None:
+                response.on_sent()
+            response = plain_error(500, "Internal server error")
+            parts = response.wire(keep_alive, request.http10, head_only)
+        transport.writelines(parts)
         self.last_activity = self.loop.time()  # an idle keep-alive period starts after the response
         if self.state.access_log:
             log.debug('%s "%s %s" %d', _peer(transport), request.method.decode(), request.url.decode("latin-1"),
@@ -368,62 +346,20 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self.pipeline.append(response)
 
-    # Writing and closing
-
-    def _write(self, parts: list[Any]) -> None:
-        transport = self.transport
-        if transport is not None and not transport.is_closing() and self.linger is None:
-            transport.writelines(parts)
-
-    def _close(self) -> None:
-        """Close after our last response: shut the write side, drain input for LINGER_SECONDS, close."""
-        transport = self.transport
-        if transport is None or transport.is_closing() or self.linger is not None:
-            return
-        self.read_done = True
-        if self.eof or not transport.can_write_eof():
-            transport.close()
-            return
-        transport.write_eof()  # FIN after the buffered response
-        self.linger = self.loop.call_later(LINGER_SECONDS, transport.close)
-        if self.reading_paused:
-            self.reading_paused = False
-            transport.resume_reading()  # data_received discards it
-
     def _drop_pipeline(self) -> None:
         self.pipeline.clear()
         self.queued_bytes = 0
 
-    def _run_pending_sent(self) -> None:
-        pending, self.pending_sent = self.pending_sent, []
-        for callback in pending:
-            callback()
-
-    # Reading flow control
-
-    def _stop_reading(self) -> None:
-        self.read_done = True
-        self._pause_reading()
-
-    def _pause_reading(self) -> None:
-        if not self.reading_paused and self.transport is not None and self.linger is None:
-            self.reading_paused = True
-            self.transport.pause_reading()
-
     def _maybe_resume_reading(self) -> None:
+        """Resume once the queue is half empty (hysteresis, so we do not flap per request)."""
         if (
-            self.reading_paused
-            and not self.read_done
-            and not self.writing_paused
-            and len(self.pipeline) <= MAX_PIPELINE // 2
+            len(self.pipeline) <= MAX_PIPELINE // 2
             and self.queued_bytes <= MAX_PIPELINE_BYTES // 2
-            and self.transport is not None
+            and self._resume_reading()
         ):
-            self.reading_paused = False
             self.last_activity = now = self.loop.time()  # time paused by us is not the client's delay
             if self.parsing and not self.headers_done:
                 self.started_at = now
-            self.transport.resume_reading()
 
     # Timeouts (called by the server's once-a-second sweep); a limit of 0 turns one off
 
@@ -433,14 +369,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         settings = self.state.settings
         if self.writing_paused:
-            # A reader that takes no bytes of its response for body_timeout is dropped (also while
-            # lingering: close() would wait for that buffer to drain forever).
-            size = transport.get_write_buffer_size()
-            if self.write_buffered == 0 or size < self.write_buffered:
-                self.write_progress_at = now
-            self.write_buffered = size
-            if 0 < settings.body_timeout < now - self.write_progress_at:
-                transport.abort()
+            self._write_stalled(now, settings.body_timeout)  # a reader taking no bytes is dropped
             return
         if self.reading_paused or self.linger is not None:
             return  # we stopped reading: the client is not the one late

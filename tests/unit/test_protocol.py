@@ -329,6 +329,15 @@ def test_handler_exception_is_500_and_connection_stays(h: Harness) -> None:
     assert h2.startswith(b"HTTP/1.1 200")
 
 
+def test_unwritable_response_becomes_500(h: Harness) -> None:
+    released: list[int] = []
+    h.feed(GET_SLOW + GET_A)
+    h.resolve(0, Response(299, b"x", on_sent=lambda: released.append(1)))  # 299 has no status line
+    (h1, b1), (h2, _) = split_responses(h.transport.take())
+    assert h1.startswith(b"HTTP/1.1 500 ") and json.loads(b1) == {"error": "Internal server error"}
+    assert h2.startswith(b"HTTP/1.1 200 ") and released == [1]
+
+
 def test_on_sent_runs_only_after_drain(h: Harness) -> None:
     sent: list[int] = []
     h.app.on_sent = lambda: sent.append(1)
