@@ -102,3 +102,41 @@ def test_256_mib_round_trip_with_bounded_memory(dynamic_server: ServerProcess) -
     with socket.create_connection(("127.0.0.1", dynamic_server.port), timeout=10) as sock:
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_head(sock)[0] == 200
+
+
+def infer_request(x: np.ndarray) -> bytes:
+    header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape)}],
+                         "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}).encode()
+    return (
+        f"POST /v2/models/dynamic/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Inference-Header-Content-Length: {len(header)}\r\nContent-Length: {len(header) + x.nbytes}\r\n\r\n"
+    ).encode() + header + x.tobytes()
+
+
+def read_output(sock: socket.socket, shape: tuple[int, ...]) -> np.ndarray:
+    status, headers, rest = read_head(sock)
+    assert status == 200, rest[:300]
+    body = bytearray(int(headers["content-length"]))
+    body[: len(rest)] = rest
+    recv_exact(sock, memoryview(body)[len(rest):])
+    return np.frombuffer(body, dtype=np.float32, offset=int(headers["inference-header-content-length"])).reshape(shape)
+
+
+def test_unread_response_keeps_its_infer_request(dynamic_server: ServerProcess) -> None:
+    """A client that does not read leaves its 32 MiB output in the transport's buffer (write
+    high-water 0 makes the server see that): its infer request must not serve anyone else until
+    the bytes are gone, or the next inference of the same shape would overwrite them."""
+    shape = (8, 1 << 20)
+    held_x = np.full(shape, 1.5, dtype=np.float32)
+    with socket.create_connection(("127.0.0.1", dynamic_server.port), timeout=60) as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # a small window: most bytes stay server-side
+        slow.sendall(infer_request(held_x))
+        time.sleep(0.5)  # the server answers into its buffer; we read nothing yet
+        for value in (3.0, 5.0, 7.0, 9.0):  # the same shape again and again, on other connections
+            x = np.full(shape, value, dtype=np.float32)
+            with socket.create_connection(("127.0.0.1", dynamic_server.port), timeout=60) as fast:
+                fast.sendall(infer_request(x))
+                y = read_output(fast, shape)
+                assert y[0, 0] == 2 * value and y[-1, -1] == 2 * value
+        y = read_output(slow, shape)
+    np.testing.assert_array_equal(y, 2 * held_x)
