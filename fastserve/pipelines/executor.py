@@ -400,9 +400,15 @@ class Run:
 
 
 def _can_start(servable: Any) -> bool:
-    """An infer request is free now, so infer() takes it without waiting (Servable's pool)."""
+    """An infer request is free now, so infer() takes it without waiting (Servable's pool).
+
+    Not with a Batcher in front (infer is not run): the batch may wait for another request's slot.
+    """
     pool = getattr(servable, "pool", None)
-    return pool is not None and bool(pool.idle) and not pool.waiters
+    if pool is None or not pool.idle or pool.waiters:
+        return False
+    run = getattr(servable, "run", None)
+    return run is None or servable.infer == run
 
 
 def _copy(array: Any) -> Any:
