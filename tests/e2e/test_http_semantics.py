@@ -357,7 +357,9 @@ def test_client_that_does_not_read_gets_no_unbounded_buffering(srv: ServerProces
         for _ in range(3):  # warm the allocator before taking the baseline
             assert conn.request("POST", "/v2/models/dynamic/infer", body, headers).status == 200
     before = rss_kib(srv)
-    total = 400 * len(request)  # ~100 MiB if the server read it all
+    # 200 MiB if the server read it all. Kernel buffers take at most ~40 MiB here (tcp_rmem max
+    # 32 MiB on the server side, tcp_wmem max 4 MiB on ours), and the server queues at most 4 MiB.
+    total = 800 * len(request)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
     sock.connect(("127.0.0.1", srv.port))
@@ -374,7 +376,7 @@ def test_client_that_does_not_read_gets_no_unbounded_buffering(srv: ServerProces
         grown_mib = (rss_kib(srv) - before) / 1024
     finally:
         reset_close(sock)
-    assert sent < total * 0.6, f"the server took {sent >> 20} MiB from a client that reads nothing"
+    assert sent < total // 2, f"the server took {sent >> 20} MiB from a client that reads nothing"
     assert grown_mib < 48, f"server RSS grew {grown_mib:.0f} MiB"
     assert Conn(srv.port).request("GET", "/v2/health/live").status == 200
 
