@@ -86,7 +86,7 @@ class ServerSettings:
     keep_alive_timeout: float = 60.0
     # A client must send complete headers within this time (slowloris).
     header_timeout: float = 10.0
-    # A started body must make progress at least this often.
+    # A started request body, and a response being sent, must make progress at least this often.
     body_timeout: float = 30.0
     # On SIGTERM, in-flight requests get this long to finish.
     shutdown_timeout: float = 30.0
