@@ -36,14 +36,16 @@ class ServedPipeline:
 
     def resolve(self, repository: Any) -> Compiled:
         """The pipeline bound to the current model versions; Unavailable/NotFound when it cannot serve."""
-        servables = tuple(self._servable(repository, node, model, version) for node, model, version in self.models)
+        servables = []
+        for node, model, version in self.models:
+            servables.append(self._servable(repository, node, model, version))
         cache = self._cache
         if cache is None or not _same(cache[0], servables):
             try:
-                cache = (servables, self._compile(servables), "")
+                cache = (tuple(servables), self._compile(servables), "")
             except ConfigError as exc:
                 log.error("%s", exc)
-                cache = (servables, None, str(exc).removeprefix(self.definition.config.where + ": "))
+                cache = (tuple(servables), None, str(exc).removeprefix(self.definition.config.where + ": "))
             self._cache = cache
         if cache[1] is None:
             raise NotFound(f"{NOT_LOADED} - {cache[2]}")
@@ -58,7 +60,7 @@ class ServedPipeline:
             which = f"model {model}" + (f" version {version}" if version is not None else "")
             raise NotFound(f"{NOT_LOADED} - node {node}: {which} is not available ({exc.message})") from None
 
-    def _compile(self, servables: tuple[Any, ...]) -> Compiled:
+    def _compile(self, servables: list[Any] | tuple[Any, ...]) -> Compiled:
         return compile_pipeline(self.definition, {node: s for (node, _, _), s in zip(self.models, servables,
                                                                                      strict=True)})
 
@@ -130,8 +132,13 @@ def rebuild_pipelines(doc: dict[str, Any], config_path: Path, repository: Any, s
     return registry
 
 
-def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+def _same(cached: tuple[Any, ...], current: list[Any]) -> bool:
+    if len(cached) != len(current):
+        return False
+    for old, new in zip(cached, current):  # noqa: B905 (lengths checked)
+        if old is not new:
+            return False
+    return True
 
 
 def _describe(specs: dict[str, Any]) -> str:
