@@ -367,8 +367,11 @@ class Run:
         args = inst.args
         self.result = PipelineResult([args[i] for i in self.wanted], inst.holds)
         inst.holds = []
-        if self.future is not None and not self.future.done():
-            self.future.set_result(self.result)
+        if self.future is not None:
+            if self.future.done():  # cancelled (shutdown): nobody will send it
+                self.result.release()
+            else:
+                self.future.set_result(self.result)
 
     # Memory and failures
 

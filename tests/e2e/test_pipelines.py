@@ -126,6 +126,8 @@ PIPELINES = [
         "boxes": src("crop", "boxes"), "confidences": src("crop", "confidences")}),
     pipeline("detect_vote", ["image"], crop_nodes(gather_from_node="crop"), {
         "label": src("top", "label"), "detection": src("detect", "detection")}),
+    pipeline("one_color", ["image"], [node("c", {"image": src("request", "image")}, {"mean": "mean"}, model="color")],
+             {"mean": src("c", "mean")}),
     pipeline("colors", ["images"], [node("c", {"image": src("request", "images")}, {"mean": "mean"}, model="color")],
              {"means": src("c", "mean")}, demultiply_count=-1),
     pipeline("broken", ["x", "shape"], [
@@ -217,6 +219,10 @@ def test_request_errors_as_for_a_model(server: ServerProcess) -> None:
     assert reply.json()["error"] == "Invalid input shape - Expected: (1,10); Actual: (1,9); input name: in"
     reply = post_json(server.port, "/v2/models/chain/infer", {"inputs": [fp32("x", np.zeros((1, 10), np.float32))]})
     assert reply.status == 400 and "Missing input with specific name - Required input: in" in reply.json()["error"]
+    body = {"inputs": [fp32("in", np.zeros((1, 10), np.float32))], "outputs": [{"name": "sum"}]}
+    reply = post_json(server.port, "/v2/models/chain/infer", body)
+    assert reply.status == 400
+    assert reply.json()["error"] == "Unknown output name: sum (the model's outputs are: scaled, total)"
 
 
 def test_failing_node_is_named(server: ServerProcess) -> None:
@@ -295,17 +301,28 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def binary_images(pictures: list[np.ndarray]) -> tuple[bytes, dict[str, str]]:
+    """PNG bytes are not UTF-8 text: they go with the binary extension, length-prefixed."""
+    encoded = [png(p) for p in pictures]
+    raw = b"".join(len(e).to_bytes(4, "little") + e for e in encoded)
+    head = json.dumps({"inputs": [{"name": "image" if len(pictures) == 1 else "images", "shape": [len(pictures)],
+                                   "datatype": "BYTES", "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    return head + raw, {"Inference-Header-Content-Length": str(len(head))}
+
+
+def test_image_into_a_four_dimensional_input(server: ServerProcess, direct: dict) -> None:
+    picture = np.random.default_rng(4).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    with Conn(server.port) as conn:
+        reply = conn.request("POST", "/v2/models/one_color/infer", *binary_images([picture]))
+    bgr = picture[..., ::-1].astype(np.float32)[None]  # decoded as OpenCV does: BGR
+    np.testing.assert_allclose(outputs(reply)["mean"], run(direct["color"], bgr)[0], rtol=1e-5)
+
+
 def test_five_dimensional_images_demultiplexed(server: ServerProcess, direct: dict) -> None:
     rng = np.random.default_rng(5)
     pictures = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(3)]
-    # PNG bytes are not UTF-8 text: send them with the binary extension, length-prefixed
-    encoded = [png(p) for p in pictures]
-    raw = b"".join(len(e).to_bytes(4, "little") + e for e in encoded)
-    head = json.dumps({"inputs": [{"name": "images", "shape": [3], "datatype": "BYTES",
-                                   "parameters": {"binary_data_size": len(raw)}}]}).encode()
     with Conn(server.port) as conn:
-        reply = conn.request("POST", "/v2/models/colors/infer", head + raw,
-                             {"Inference-Header-Content-Length": str(len(head))})
+        reply = conn.request("POST", "/v2/models/colors/infer", *binary_images(pictures))
     got = outputs(reply)["means"]
     assert got.shape == (3, 1, 3)
     for index, picture in enumerate(pictures):
