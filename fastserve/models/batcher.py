@@ -143,9 +143,7 @@ class Batcher:
         if self.outstanding >= self.max_queued:
             raise Unavailable(f"Too many requests waiting for model {self.name} ({self.outstanding} queued for "
                               f"batching)", RETRY_AFTER_SECONDS)
-        loop = self.loop
-        if loop is None:
-            loop = self.loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         key = tuple((a.shape[1:], a.dtype) for a in arrays)
         group = self.groups.get(key)
         if group is not None and group.rows + rows > self.max_rows:

@@ -406,3 +406,26 @@ def test_a_dynamic_batch_model_gets_a_batcher_in_front() -> None:
         assert servable.pool.busy == 0
 
     run(main())
+
+
+# Execution choice (servable): an auto model probed inline moves to async when real inputs are slow
+
+
+def test_an_inline_model_that_turns_out_slow_moves_to_async() -> None:
+    model = modelzoo.heavy_model()
+    model.reshape({"x": ov.PartialShape([-1, 3, -1, -1])})  # the warm-up probe sees a 1x1 image only
+    servable = compiled_servable(model, "heavy")
+    assert servable.inline and servable.probe_us is not None and servable.probe_us < 500
+    image = np.zeros((1, 3, 64, 64), np.float32)  # ~6 ms here: far beyond the inline threshold
+    for _ in range(3):
+        result = servable.run([image], [0])
+        assert type(result) is InferResult and result.infer_us > 2000
+        result.release()
+    assert not servable.inline
+
+    async def main() -> None:
+        pending = servable.run([image], [0])
+        assert not isinstance(pending, InferResult)  # an awaitable now: the loop stays free
+        (await pending).release()
+
+    run(main())
