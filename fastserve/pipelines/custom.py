@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from fastserve.errors import ConfigError
+from fastserve.errors import ConfigError, FastServeError, InvalidInput
 from fastserve.pipelines.config import LibraryConfig
-from fastserve.v2.datatypes import BY_NAME
+from fastserve.v2.datatypes import BY_NAME, BYTES
 from fastserve.v2.types import TensorSpec
+from fastserve.v2.validate import check_shape
 
 # Threads for custom nodes that are not RUN_INLINE: numpy releases the GIL in its heavy loops,
 # so up to the core count can overlap; more would only contend (the CI machine has 2 cores).
@@ -141,3 +142,33 @@ def executor() -> ThreadPoolExecutor:
             if _executor is None:
                 _executor = ThreadPoolExecutor(CUSTOM_THREADS, thread_name_prefix="fastserve-custom")
     return _executor
+
+
+def check_outputs(library: CustomLibrary | None, names: list[str], specs: list[TensorSpec], returned: Any
+                  ) -> list[Any]:
+    """execute()'s result (or exception) -> the outputs the pipeline uses, checked against outputs_info."""
+    if isinstance(returned, FastServeError):
+        raise returned
+    if isinstance(returned, BaseException):
+        raise FastServeError(f"custom node library {library.name if library else '?'} failed: {returned!r}")
+    if not isinstance(returned, dict):
+        raise FastServeError(f"execute() returned {type(returned).__name__}, not a dict of arrays")
+    outputs = []
+    for name, spec in zip(names, specs, strict=True):
+        if name not in returned:
+            raise FastServeError(f"execute() returned no output {name!r} (it returned: {', '.join(returned)})")
+        array = np.asarray(returned[name])
+        datatype = spec.datatype
+        assert datatype is not None
+        if datatype is BYTES:
+            if array.dtype.kind not in "OSU":
+                raise FastServeError(f"output {name!r} is {array.dtype}, declared BYTES")
+            array = array.astype(object) if array.dtype.kind != "O" else array
+        elif array.dtype != datatype.numpy:
+            raise FastServeError(f"output {name!r} is {array.dtype}, declared {datatype.name} ({datatype.numpy})")
+        try:
+            check_shape(array.shape, spec)
+        except InvalidInput as exc:
+            raise FastServeError(f"output {name!r} does not fit outputs_info: {exc.message}") from None
+        outputs.append(array)
+    return outputs

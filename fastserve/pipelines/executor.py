@@ -32,9 +32,10 @@ import numpy as np
 
 from fastserve.errors import FastServeError, InvalidInput
 from fastserve.models.servable import InferResult
+from fastserve.pipelines.custom import check_outputs
 from fastserve.pipelines.custom import executor as custom_executor
 from fastserve.pipelines.graph import CUSTOM_NODE, MODEL_NODE, REQUEST_NODE, Compiled, RNode
-from fastserve.v2.datatypes import BYTES
+from fastserve.pipelines.results import Hold, NoResults, PipelineResult, drop
 from fastserve.v2.validate import check_shape
 
 log = logging.getLogger("fastserve.pipelines")
@@ -42,51 +43,7 @@ log = logging.getLogger("fastserve.pipelines")
 # A dynamic demultiplexer may fan out to at most this many branches (OVMS caps a fixed
 # demultiply_count at 10000); each branch costs an instance object and a scheduling step.
 MAX_BRANCHES = 10_000
-
-
-class NoResults(FastServeError):
-    """A demultiplexer produced 0 results: OVMS answers 204 No Content."""
-
-    status = 204
-
-    def __init__(self, node: str) -> None:
-        super().__init__(f"Pipeline execution aborted due to no content from node {node}")
-
-
-class Hold:
-    """Counts the readers of an InferResult's output memory; the last one out releases it."""
-
-    __slots__ = ("result", "count")
-
-    def __init__(self, result: Any) -> None:
-        self.result = result
-        self.count = 1
-
-    def drop(self) -> None:
-        self.count -= 1
-        if self.count == 0:
-            self.result.release()
-
-
-def _drop(holds: list[Hold]) -> None:
-    for hold in holds:
-        hold.drop()
-
-
-class PipelineResult:
-    """The requested outputs; release() once they are encoded or sent (like InferResult)."""
-
-    __slots__ = ("arrays", "_holds", "wait_us", "infer_us")
-
-    def __init__(self, arrays: list[np.ndarray], holds: list[Hold]) -> None:
-        self.arrays = arrays
-        self._holds = holds
-        self.wait_us = 0.0
-        self.infer_us = 0.0
-
-    def release(self) -> None:
-        holds, self._holds = self._holds, []
-        _drop(holds)
+__all__ = ["MAX_BRANCHES", "NoResults", "PipelineResult", "run_pipeline"]
 
 
 class Inst:
@@ -194,7 +151,8 @@ class Run:
                 self.counts[(node.index, key)] = count
                 for branch in range(count):  # branch-major: branch 0 is complete before branch 1 starts
                     for consumer, slot, position in node.edges:
-                        self._deliver(consumer, slot, (*key, branch), outputs[position][branch], holds, touched)
+                        # [branch, ...]: a 0-d array view even when the slice is one element
+                        self._deliver(consumer, slot, (*key, branch), outputs[position][branch, ...], holds, touched)
         else:
             for consumer, slot, position in node.edges:
                 self._deliver(consumer, slot, key, outputs[position], holds, touched)
@@ -210,7 +168,7 @@ class Run:
                     for hold in holds:
                         hold.count += 1
                     target.holds.extend(holds)
-        _drop(holds)
+        drop(holds)
 
     def _deliver(self, index: int, slot: int, key: tuple[int, ...], array: Any, holds: list[Hold],
                  touched: list[tuple[Inst, int]]) -> None:
@@ -355,7 +313,7 @@ class Run:
             self._discard(inst)
             return
         try:
-            outputs = _custom_outputs(node, returned)
+            outputs = check_outputs(node.library, node.out_names, node.out_specs, returned)
         except FastServeError as exc:
             self._fail(node, exc)
             self._discard(inst)
@@ -389,14 +347,14 @@ class Run:
 
     def _discard(self, inst: Inst) -> None:
         holds, inst.holds = inst.holds, []
-        _drop(holds)
+        drop(holds)
 
     def _fail(self, node: RNode, exc: FastServeError) -> None:
         if self.error is not None:
             return
         if not isinstance(exc, NoResults):
             where = "the request" if node.kind == REQUEST_NODE else f"node {node.name}"
-            exc = FastServeError(f"Pipeline {self.compiled.name}: {where}: {exc.message}", exc.status)
+            exc = FastServeError(f"Pipeline {self.compiled.name}: {where}: {exc.message}", exc.status, exc.headers)
         self.error = exc
         if self.future is not None and not self.future.done():
             self.future.set_exception(exc)
@@ -416,32 +374,3 @@ def _can_start(servable: Any) -> bool:
 
 def _copy(array: Any) -> Any:
     return np.array(array, copy=True)
-
-
-def _custom_outputs(node: RNode, returned: Any) -> list[Any]:
-    """The declared outputs the pipeline uses, checked against outputs_info."""
-    if isinstance(returned, FastServeError):
-        raise returned
-    if isinstance(returned, BaseException):
-        raise FastServeError(f"custom node library {node.library.name if node.library else '?'} failed: {returned!r}")
-    if not isinstance(returned, dict):
-        raise FastServeError(f"execute() returned {type(returned).__name__}, not a dict of arrays")
-    outputs = []
-    for name, spec in zip(node.out_names, node.out_specs, strict=True):
-        if name not in returned:
-            raise FastServeError(f"execute() returned no output {name!r} (it returned: {', '.join(returned)})")
-        array = np.asarray(returned[name])
-        datatype = spec.datatype
-        assert datatype is not None
-        if datatype is BYTES:
-            if array.dtype.kind not in "OSU":
-                raise FastServeError(f"output {name!r} is {array.dtype}, declared BYTES")
-            array = array.astype(object) if array.dtype.kind != "O" else array
-        elif array.dtype != datatype.numpy:
-            raise FastServeError(f"output {name!r} is {array.dtype}, declared {datatype.name} ({datatype.numpy})")
-        try:
-            check_shape(array.shape, spec)
-        except InvalidInput as exc:
-            raise FastServeError(f"output {name!r} does not fit outputs_info: {exc.message}") from None
-        outputs.append(array)
-    return outputs

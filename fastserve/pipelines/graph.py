@@ -98,20 +98,51 @@ def define(config: PipelineConfig, loaded: dict[str, CustomLibrary] | None = Non
 
 def compile_pipeline(definition: Definition, servables: dict[str, Any]) -> Compiled:
     """Bind to the servables of the DL nodes (node name -> servable) and check every connection."""
-    config = definition.config
-    where = config.where
-    demux = config.demultiplexers()
-    nodes = [RNode(0, REQUEST, REQUEST_NODE, 0)]
-    by_name = {REQUEST: nodes[0]}
-    nodes[0].demux = config.demultiply_count
-    out_specs: dict[str, dict[str, TensorSpec]] = {}  # producer -> output item -> spec
-    in_specs: dict[str, dict[str, TensorSpec]] = {}
-    for index, node in enumerate(config.nodes, 1):
-        here = f"{where}: node {node.name!r}"
+    return _Binder(definition, servables).build()
+
+
+class _Binder:
+    """One compile_pipeline call: runtime nodes first, then every connection, then the response."""
+
+    def __init__(self, definition: Definition, servables: dict[str, Any]) -> None:
+        self.definition = definition
+        self.config = config = definition.config
+        self.demux = config.demultiplexers()
+        request = RNode(0, REQUEST, REQUEST_NODE, 0)
+        request.demux = config.demultiply_count
+        self.nodes = [request]
+        self.by_name = {REQUEST: request}
+        self.out_specs: dict[str, dict[str, TensorSpec]] = {}  # producer -> output item -> spec
+        self.in_specs: dict[str, dict[str, TensorSpec]] = {}
+        self.request_specs: dict[str, TensorSpec] = {}
+        self.positions: dict[tuple[str, str], int] = {}  # (producer, item) -> output position
+        self.counts: dict[str, int] = {}  # producer -> outputs used so far
+        for index, node in enumerate(config.nodes, 1):
+            self._add(index, node, servables)
+
+    def build(self) -> Compiled:
+        config = self.config
+        for node in config.nodes:
+            self._connect_inputs(node)
+        outputs = self._response()
+        passthrough = frozenset(n for n in config.inputs if n not in self.request_specs)
+        inputs = {n: _reindexed(self.request_specs.get(n) or _unspecified(n), config.inputs.index(n))
+                  for n in sorted(config.inputs)}
+        images: dict[str, TensorSpec] = {}
+        if config.demultiply_count is not None:
+            for name, spec in inputs.items():
+                image = _image_spec(spec)
+                if image is not None:
+                    images[name] = image
+        return Compiled(config.name, tuple(self.nodes), inputs, outputs, _metadata(config.name, inputs, outputs),
+                        passthrough, images)
+
+    def _add(self, index: int, node: NodeConfig, servables: dict[str, Any]) -> None:
+        here = f"{self.config.where}: node {node.name!r}"
         if node.kind == CUSTOM:
             rnode = RNode(index, node.name, CUSTOM_NODE, 0)
-            inputs, outputs = definition.custom_specs[node.name]
-            rnode.library, rnode.params = definition.libraries[node.name], node.params
+            inputs, outputs = self.definition.custom_specs[node.name]
+            rnode.library, rnode.params = self.definition.libraries[node.name], node.params
             produced = {alias: outputs[item] for item, alias in node.outputs}
         else:
             rnode = RNode(index, node.name, MODEL_NODE, 0)
@@ -128,87 +159,76 @@ def compile_pipeline(definition: Definition, servables: dict[str, Any]) -> Compi
         rnode.slot_names = [s.name for s in sorted(inputs.values(), key=lambda s: s.index)]
         rnode.checks = [None] * rnode.slots
         rnode.demux = node.demultiply_count
-        out_specs[node.name], in_specs[node.name] = produced, inputs
-        nodes.append(rnode)
-        by_name[node.name] = rnode
-    response = RNode(len(nodes), "response", RESPONSE_NODE, len(config.outputs))
-    response.slot_names = [name for name, _ in config.outputs]
-    nodes.append(response)
+        self.out_specs[node.name], self.in_specs[node.name] = produced, inputs
+        self.nodes.append(rnode)
+        self.by_name[node.name] = rnode
 
-    request_specs: dict[str, TensorSpec] = {}
-    positions: dict[tuple[str, str], int] = {}  # (producer, item) -> output position
-    produced_count: dict[str, int] = {}
-
-    def position(source: Source) -> int:
+    def _position(self, source: Source) -> int:
+        """Where the producer puts `source.item` in its outputs list (allocated on first use)."""
         if source.node == REQUEST:
-            return config.inputs.index(source.item)
+            return self.config.inputs.index(source.item)
         key = (source.node, source.item)
-        if key not in positions:
-            producer = by_name[source.node]
-            spec = out_specs[source.node][source.item]
+        if key not in self.positions:
+            producer = self.by_name[source.node]
+            spec = self.out_specs[source.node][source.item]
             if producer.kind == MODEL_NODE:
                 producer.wanted.append(spec.index)
             else:
-                producer.out_names.append(config.node(source.node).aliases()[source.item])
+                producer.out_names.append(self.config.node(source.node).aliases()[source.item])
                 producer.out_specs.append(spec)
-            positions[key] = produced_count.get(source.node, 0)
-            produced_count[source.node] = positions[key] + 1
-        return positions[key]
+            self.positions[key] = self.counts.get(source.node, 0)
+            self.counts[source.node] = self.positions[key] + 1
+        return self.positions[key]
 
-    for node in config.nodes:
-        consumer = by_name[node.name]
+    def _produced(self, source: Source, where: str) -> TensorSpec:
+        if source.node == REQUEST:
+            return self.request_specs.get(source.item) or _unspecified(source.item)
+        produced = self.out_specs[source.node].get(source.item)
+        if produced is None:
+            aliases = ", ".join(a for _, a in self.config.node(source.node).outputs)
+            raise ConfigError(f"{where}: node {source.node!r} has no output {source.item!r} (its outputs: {aliases})")
+        return produced
+
+    def _connect_inputs(self, node: NodeConfig) -> None:
+        consumer = self.by_name[node.name]
+        gather = None if node.gather_from is None else _count_dim(self.demux[node.gather_from])
         for target, source in node.inputs:
-            here = f"{where}: node {node.name!r} input {target!r}"
-            spec = in_specs[node.name][target]
-            gather = _gather_dim(node, demux)
+            here = f"{self.config.where}: node {node.name!r} input {target!r}"
+            spec = self.in_specs[node.name][target]
             if source.node == REQUEST:
-                _merge_request(request_specs, source.item, spec, gather, config.demultiply_count, here)
+                _merge_request(self.request_specs, source.item, spec, gather, self.config.demultiply_count, here)
             else:
-                produced = out_specs[source.node].get(source.item)
-                if produced is None:
-                    raise ConfigError(f"{here}: node {source.node!r} has no output {source.item!r} "
-                                      f"(its outputs: {', '.join(a for _, a in config.node(source.node).outputs)})")
-                dims = _arriving(produced, source.node, demux, gather, here)
+                produced = self._produced(source, here)
+                dims = _arriving(produced, source.node, self.demux, gather, here)
                 _connect(produced, dims, spec, f"{here} <- node {source.node!r} output {source.item!r}")
                 if not _within(dims, spec.dims):
                     consumer.checks[spec.index] = spec
-            by_name[source.node].edges.append((consumer.index, spec.index, position(source)))
+            self.by_name[source.node].edges.append((consumer.index, spec.index, self._position(source)))
         if node.gather_from is not None:
             consumer.gather_depth = 1
-            consumer.gather_from = by_name[node.gather_from].index
-            consumer.gather_counts = (demux[node.gather_from],)
+            consumer.gather_from = self.by_name[node.gather_from].index
+            consumer.gather_counts = (self.demux[node.gather_from],)
 
-    outputs: dict[str, TensorSpec] = {}
-    response_gather = tuple(_count_dim(demux[d]) for d in config.response_level)
-    for slot, (name, source) in enumerate(config.outputs):
-        here = f"{where}: output {name!r}"
-        if source.node == REQUEST:
-            produced = request_specs.get(source.item) or _unspecified(source.item)
-        else:
-            produced = out_specs[source.node].get(source.item)
-            if produced is None:
-                raise ConfigError(f"{here}: node {source.node!r} has no output {source.item!r}")
-        dims = _split(produced.dims, source.node, demux, here)
-        dims = None if dims is None else response_gather + dims
-        outputs[name] = TensorSpec(name, produced.datatype, produced.type_name, dims, slot)
-        by_name[source.node].edges.append((response.index, slot, position(source)))
-    response.gather_depth = len(config.response_level)
-    if response.gather_depth == 1:
-        response.gather_from = by_name[config.response_level[0]].index
-    response.gather_counts = tuple(demux[d] for d in config.response_level)
-
-    passthrough = frozenset(n for n in config.inputs if n not in request_specs)
-    inputs = {n: request_specs.get(n) or _unspecified(n) for n in config.inputs}
-    inputs = {n: _reindexed(spec, config.inputs.index(n)) for n, spec in sorted(inputs.items())}
-    outputs = dict(sorted(outputs.items()))
-    images: dict[str, TensorSpec] = {}
-    if config.demultiply_count is not None:
-        for name, spec in inputs.items():
-            image = _image_spec(spec)
-            if image is not None:
-                images[name] = image
-    return Compiled(config.name, tuple(nodes), inputs, outputs, _metadata(config.name, inputs, outputs), passthrough,
-                    images)
+    def _response(self) -> dict[str, TensorSpec]:
+        """The pipeline's outputs: each gains one leading dim per demultiplexer still open."""
+        config, demux = self.config, self.demux
+        response = RNode(len(self.nodes), "response", RESPONSE_NODE, len(config.outputs))
+        response.slot_names = [name for name, _ in config.outputs]
+        self.nodes.append(response)
+        outputs: dict[str, TensorSpec] = {}
+        gathered = tuple(_count_dim(demux[d]) for d in config.response_level)
+        for slot, (name, source) in enumerate(config.outputs):
+            here = f"{config.where}: output {name!r}"
+            produced = self._produced(source, here)
+            dims = _split(produced.dims, source.node, demux, here)
+            outputs[name] = TensorSpec(name, produced.datatype, produced.type_name,
+                                       None if dims is None else gathered + dims, slot)
+            self.by_name[source.node].edges.append((response.index, slot, self._position(source)))
+        response.gather_depth = len(config.response_level)
+        if response.gather_depth == 1:
+            response.gather_from = self.by_name[config.response_level[0]].index
+        response.gather_counts = tuple(demux[d] for d in config.response_level)
+        return dict(sorted(outputs.items()))
 
 
 def _check_targets(node: NodeConfig, inputs: dict[str, TensorSpec], where: str, what: str) -> None:
@@ -219,10 +239,6 @@ def _check_targets(node: NodeConfig, inputs: dict[str, TensorSpec], where: str, 
     for name in inputs:
         if name not in connected:
             raise ConfigError(f"{where}: input {name!r} of {what} is not connected")
-
-
-def _gather_dim(node: NodeConfig, demux: dict[str, int]) -> Dim | None:
-    return None if node.gather_from is None else _count_dim(demux[node.gather_from])
 
 
 def _count_dim(count: int) -> Dim:
