@@ -246,3 +246,45 @@ def test_rebuild_keeps_in_flight_runs_on_their_definition(core: ov.Core) -> None
     after.release()
     with pytest.raises(ConfigError, match="pipeline 'p': node 'a': model 'gone' is not in model_config_list"):
         rebuild_pipelines(doc([{**node("a", "request", "in"), "model_name": "gone"}], "a"), CONFIG, repo)
+
+
+def any_rank(tmp_path: Path, execute: str) -> list[dict]:
+    path = tmp_path / "anyrank.py"
+    path.write_text("import numpy as np\nRUN_INLINE = True\n"
+                    "def inputs_info(params): return {'x': ('FP32', None)}\n"
+                    "def outputs_info(params): return {'y': ('FP32', None)}\n"
+                    f"def execute(inputs, params): {execute}\n")
+    return [{"name": "lib", "base_path": str(path)}]
+
+
+def run_custom(document: dict, x: np.ndarray) -> np.ndarray:
+    registry = build_registry(parse_pipelines(document, CONFIG, set()))
+    pipeline = registry.get("p")
+    assert pipeline is not None
+    result = run_pipeline(pipeline.resolve(Repo({})), [x], [0])
+    assert isinstance(result, PipelineResult)
+    out = result.arrays[0].copy()
+    result.release()
+    return out
+
+
+def test_nested_demultiplexers_gathered_at_the_response(tmp_path: Path) -> None:
+    """The request splits in 2, c1 splits each in 3; the response stacks both levels back: [2,3,...]."""
+    libraries = any_rank(tmp_path, "return {'y': inputs['x'] * 10}")
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    nodes = [custom("c1", "request", demultiply_count=3), custom("c2", "c1")]
+    nodes[0]["inputs"] = [{"x": {"node_name": "request", "data_item": "in"}}]
+    np.testing.assert_array_equal(run_custom(doc(nodes, "c2", libraries, demultiply_count=2), x), x * 100)
+    nodes[1]["gather_from_node"] = "c1"  # c2 stacks c1's 3 branches and runs once per request branch
+    np.testing.assert_array_equal(run_custom(doc(nodes, "c2", libraries, demultiply_count=2), x), x * 100)
+
+
+def test_branches_of_different_shapes_cannot_be_gathered(tmp_path: Path) -> None:
+    libraries = any_rank(tmp_path, "return {'y': np.zeros(int(inputs['x'][0]), np.float32)}")
+    nodes = [custom("c", "request")]
+    nodes[0]["inputs"] = [{"x": {"node_name": "request", "data_item": "in"}}]
+    document = doc(nodes, "c", libraries, demultiply_count=-1)
+    np.testing.assert_array_equal(run_custom(document, np.array([[2], [2]], np.float32)), np.zeros((2, 2)))
+    with pytest.raises(FastServeError, match=r"Pipeline p: node response: cannot gather input 'out': branches "
+                                             r"produced different shapes or types: \[2\] float32 and \[3\] float32"):
+        run_custom(document, np.array([[2], [3]], np.float32))
