@@ -378,11 +378,13 @@ def test_client_that_does_not_read_gets_no_unbounded_buffering(srv: ServerProces
         reset_close(sock)
     assert sent < total // 2, f"the server took {sent >> 20} MiB from a client that reads nothing"
     assert grown_mib < 48, f"server RSS grew {grown_mib:.0f} MiB"
-    assert Conn(srv.port).request("GET", "/v2/health/live").status == 200
+    with Conn(srv.port) as conn:
+        assert conn.request("GET", "/v2/health/live").status == 200
 
 
 def test_clients_aborting_mid_body_cost_nothing(srv: ServerProcess) -> None:
-    assert Conn(srv.port).request("GET", "/v2/health/live").status == 200
+    with Conn(srv.port) as conn:
+        assert conn.request("GET", "/v2/health/live").status == 200
     fds, rss = open_fds(srv), rss_kib(srv)
     head = b"POST /v2/models/dynamic/infer HTTP/1.1\r\nContent-Length: 4000000\r\n\r\n"
     socks = []
@@ -394,7 +396,8 @@ def test_clients_aborting_mid_body_cost_nothing(srv: ServerProcess) -> None:
             for s in socks:
                 reset_close(s) if len(socks) % 2 else s.close()
             socks.clear()
-    assert Conn(srv.port).request("GET", "/v2/health/live").status == 200
+    with Conn(srv.port) as conn:
+        assert conn.request("GET", "/v2/health/live").status == 200
     assert wait_for(lambda: open_fds(srv) <= fds + 2), f"fds {fds} -> {open_fds(srv)}"
     grown_mib = (rss_kib(srv) - rss) / 1024
     assert grown_mib < 30, f"server RSS grew {grown_mib:.0f} MiB after 200 aborted bodies of 300 KB"
