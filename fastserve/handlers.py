@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from fastserve import SERVER_NAME, __version__
-from fastserve.errors import ModelNotFound, NotFound, Unavailable
+from fastserve.errors import FastServeError, ModelNotFound, NotFound, Unavailable
 from fastserve.http.compression import Codings
 from fastserve.http.request import Request
 from fastserve.http.response import OCTET_STREAM, Response, plain_error
@@ -36,6 +36,7 @@ from fastserve.v2.validate import bind_inputs
 
 if TYPE_CHECKING:
     from fastserve.observe import Trace
+    from fastserve.reload import Reloader
 
 # What this server really implements, for GET /v2 (OVMS sends none; Triton lists its own).
 EXTENSIONS = ["binary_tensor_data"]
@@ -59,9 +60,11 @@ class App:
             "infer": self.infer,
             "options": self.options,
             "metrics": self.not_enabled,
-            "config": self.not_enabled,
-            "config_reload": self.not_enabled,
+            "config": self.config_status,
+            "config_reload": self.config_reload,
         }
+        # Hot reload (fastserve/reload.py), set by the server: /v1/config and /v1/config/reload.
+        self.reloader: Reloader | None = None
         # Operations features (docs/operations.md); each costs nothing per request when off.
         self.codings = Codings(settings.max_decompressed_size, settings.compression_min_size)
         if settings.metrics_enable or settings.server_timing:
@@ -103,6 +106,23 @@ class App:
 
     def not_enabled(self, request: Request, route: Route) -> Response:
         raise NotFound("Invalid request URL")
+
+    # OVMS config API: status of every model version, and a reload on demand
+
+    def config_status(self, request: Request, route: Route) -> Response:
+        if self.reloader is None:
+            raise NotFound("Invalid request URL")
+        return Response(200, self.reloader.status_body())
+
+    async def config_reload(self, request: Request, route: Route) -> Response:
+        if self.reloader is None:
+            raise NotFound("Invalid request URL")
+        if not self.repository.ready:
+            raise Unavailable("Server is not ready")  # the first load is still running
+        change = await self.reloader.reload()
+        if change.error is not None:  # OVMS's text: the details are in the log
+            raise FastServeError(change.error.message, change.error.status)
+        return Response(201 if change.changed else 200, self.reloader.status_body())
 
     # Model endpoints
 

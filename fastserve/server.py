@@ -6,8 +6,12 @@ tensors. The lifecycle, in order:
 2. listen: /v2/health/live answers at once, /v2/health/ready is 503;
 3. load: models compile in a daemon thread; ready turns 200 when every configured model is
    loaded; a model that fails stops the server (exit 2, the log line names the model);
-4. SIGTERM/SIGINT: stop accepting, let in-flight requests finish (at most shutdown_timeout
+4. serve, and every --file_system_poll_wait_seconds apply version folder and config.json
+   changes (reload.py; also on POST /v1/config/reload);
+5. SIGTERM/SIGINT: stop accepting, let in-flight requests finish (at most shutdown_timeout
    seconds; a second signal cuts it short), close the rest, exit 0.
+As one of --rest_workers processes (workers.py), the socket is bound with SO_REUSEPORT and the
+parent hears through `on_ready` once the models are loaded.
 A compile cannot be interrupted, so shutdown never waits for the loading thread; and an
 inference whose client was cut off gets SETTLE_TIMEOUT to end. Whatever OpenVINO still runs
 after that, the process leaves with os._exit: an interpreter shutting down under OpenVINO's
@@ -22,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import uvloop
@@ -32,6 +37,7 @@ from fastserve.http.protocol import HttpProtocol
 from fastserve.http.state import ServerState
 from fastserve.models import pool
 from fastserve.models.repository import Repository
+from fastserve.reload import Reloader
 from fastserve.settings import ServerSettings
 
 log = logging.getLogger("fastserve")
@@ -42,7 +48,7 @@ SETTLE_TIMEOUT = 5.0
 LOAD_FAILED_EXIT = 2  # a model that cannot load is a configuration problem, as a bad config.json
 
 
-def run(settings: ServerSettings) -> int:
+def run(settings: ServerSettings, on_ready: Callable[[], None] | None = None, reuse_port: bool = False) -> int:
     """Serve until SIGTERM/SIGINT; the process exit code. ConfigErrors before listening propagate."""
     pool.configure(settings.max_queue_size, settings.request_timeout_seconds)  # before any servable exists
     repository = Repository(settings.models, settings.cache_dir)
@@ -52,10 +58,12 @@ def run(settings: ServerSettings) -> int:
 
         attach_pipelines(settings.pipelines, repository)  # imports custom nodes; checked once models load
     loading = Loading(repository, plan)
-    code = uvloop.run(_serve(settings, repository, loading))
-    if loading.busy or busy_slots(repository):
+    reloader = Reloader(repository, settings.config_path)
+    code = uvloop.run(_serve(settings, repository, loading, reloader, on_ready, reuse_port))
+    if loading.busy or reloader.busy or busy_slots(repository):
         # Returning would shut the interpreter (and OpenVINO's plugins) down under a running compile/inference.
-        log.info("model %s still running: exiting without waiting for it", "loading" if loading.busy else "inference")
+        what = "loading" if loading.busy else "reloading" if reloader.busy else "inference"
+        log.info("model %s still running: exiting without waiting for it", what)
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -103,14 +111,17 @@ class Loading:
             self.done.set_result(error)
 
 
-async def _serve(settings: ServerSettings, repository: Repository, loading: Loading) -> int:
+async def _serve(settings: ServerSettings, repository: Repository, loading: Loading, reloader: Reloader,
+                 on_ready: Callable[[], None] | None, reuse_port: bool) -> int:
     loop = asyncio.get_running_loop()
     state = ServerState(settings, loop)
     app = App(settings, repository)
+    app.reloader = reloader
     hosts = [h.strip() for h in settings.rest_bind_address.split(",") if h.strip()]
     try:
         server = await loop.create_server(
-            lambda: HttpProtocol(app, state), hosts, settings.rest_port, backlog=2048, reuse_address=True
+            lambda: HttpProtocol(app, state), hosts, settings.rest_port, backlog=2048, reuse_address=True,
+            reuse_port=reuse_port or None,
         )
     except OSError as exc:
         log.error("cannot listen on %s port %d: %s", settings.rest_bind_address, settings.rest_port,
@@ -137,11 +148,16 @@ async def _serve(settings: ServerSettings, repository: Repository, loading: Load
     loaded = loading.start(loop)
     stopping = loop.create_task(stop.wait())
     exit_code = 0
+    watcher = None
     await asyncio.wait([loaded, stopping], return_when=asyncio.FIRST_COMPLETED)
     if loaded.done():
         error = loaded.result()
         if error is None:
             log.info("server ready: %d model(s) loaded", len(repository.models))
+            if settings.file_system_poll_wait_seconds > 0:
+                watcher = loop.create_task(reloader.watch(settings.file_system_poll_wait_seconds))
+            if on_ready is not None:
+                on_ready()
         else:
             if isinstance(error, ConfigError):
                 log.error("model loading failed: %s", error)
@@ -153,6 +169,9 @@ async def _serve(settings: ServerSettings, repository: Repository, loading: Load
     await stopping
     if loading.busy:
         loading.stop()
+    reloader.stop()
+    if watcher is not None:
+        watcher.cancel()
     busy = sum((c.active is not None) + len(c.pipeline) for c in state.connections)
     log.info("shutting down: finishing %d request(s)", busy)
     await _drain(state, server, settings.shutdown_timeout, force)
@@ -193,9 +212,8 @@ async def _settle(repository: Repository, timeout: float) -> None:
 
 
 def busy_slots(repository: Repository) -> int:
-    """Infer requests in use over every loaded model version."""
-    return sum(servable.pool.busy for model in list(repository.models.values())
-               for servable in list(model.versions.values()))
+    """Infer requests in use over every loaded model version (retiring ones too)."""
+    return sum(servable.pool.busy for servable in repository.servables())
 
 
 async def _sweep(state: ServerState) -> None:
