@@ -46,25 +46,25 @@ SLOW_INLINE_RUNS = 3
 # copied into the request's own tensor: set_tensor costs ~25 us, a 256 KiB copy about the same.
 SHARE_INPUT_BYTES = 256 * 1024
 # OpenVINO's Python callback runs only when an inference succeeds; a failed one is found by
-# polling wait_for(0), first after 5 ms, then backing off to every 100 ms. A success costs one
-# timer (most async models finish before the first poll); a failure is reported within ~0.1 s.
-FAILURE_POLL_FIRST_S = 0.005
-FAILURE_POLL_MAX_S = 0.1
+# polling wait_for(0) (~1.5 us a request) every 5 ms while any async inference of the version
+# runs: one timer per version, not one per inference (a timer per inference plus a shield cost
+# ~15-20 us of loop CPU per request), and a failure is reported within ~5 ms.
+FAILURE_POLL_S = 0.005
 
 
 class Slot:
     """One OpenVINO infer request and what is bound to it."""
 
-    __slots__ = ("request", "foreign", "shapes", "keep", "future", "loop", "watch")
+    __slots__ = ("request", "foreign", "shapes", "keep", "future", "loop", "finish")
 
-    def __init__(self, request: ov.InferRequest, inputs: int) -> None:
+    def __init__(self, request: ov.InferRequest, inputs: int, finish: Callable[[Slot], None]) -> None:
         self.request = request
         self.foreign = [False] * inputs  # input i is a tensor we set over caller memory
         self.shapes: list[tuple[int, ...] | None] = [None] * inputs
         self.keep: list[Any] = [None] * inputs  # caller arrays that must outlive the inference
-        self.future: asyncio.Future[None] | None = None
+        self.future: asyncio.Future[None] | None = None  # set while an async inference runs
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.watch: asyncio.TimerHandle | None = None  # the failure poll of the running inference
+        self.finish = finish  # the servable's loop-side completion handler
 
 
 class InferResult:
@@ -121,10 +121,12 @@ class Servable:
         self.nireq = max(nireq, 2)
         slots = []
         for _ in range(self.nireq):
-            slot = Slot(compiled.create_infer_request(), len(input_specs))
+            slot = Slot(compiled.create_infer_request(), len(input_specs), self._finish)
             slot.request.set_callback(_on_done, slot)
             slots.append(slot)
         self.pool: SlotPool[Slot] = SlotPool(slots, name)  # queue bound and wait timeout: pool.LIMITS
+        self.running: set[Slot] = set()  # async inferences started and not yet finished
+        self.poll: asyncio.TimerHandle | None = None  # the failure poll while any is running
         # Inferences OpenVINO runs at once (its streams): 1 under the LATENCY hint. A Batcher holds
         # a batch back only while this many of its batches run.
         self.parallel = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
@@ -181,7 +183,7 @@ class Servable:
 
     async def _run_async(self, arrays: list[np.ndarray], wanted: list[int]) -> InferResult:
         queued = time.perf_counter()
-        slot = await self.pool.acquire()
+        slot = self.pool.try_acquire() or await self.pool.acquire()
         started = time.perf_counter()
         wait_us = (started - queued) * 1e6
         if self.inline:
@@ -194,32 +196,48 @@ class Servable:
             slot.request.start_async()
         except RuntimeError as exc:
             slot.future = None
-            self.pool.release(slot)
+            self._give_back(slot)
             raise InferenceFailed(_short(exc)) from None
-        slot.watch = loop.call_later(FAILURE_POLL_FIRST_S, _watch, slot, future, FAILURE_POLL_FIRST_S)
-        # Shielded: the request runs on regardless, and the slot must only go back once it is done.
+        self.running.add(slot)
+        if self.poll is None:
+            self.poll = loop.call_later(FAILURE_POLL_S, self._poll_failures)
+        # Not shielded: if our caller is cancelled the future is cancelled too, and _finish gives
+        # the slot back once OpenVINO is really done with it.
         try:
-            await asyncio.shield(future)
-        except asyncio.CancelledError:
-            future.add_done_callback(lambda done: self._release_after(slot, done))
-            raise
+            await future
         except InferenceFailed:
-            self._release_after(slot, future)
+            self._give_back(slot)
             raise
-        if slot.watch is not None:
-            slot.watch.cancel()
-            slot.watch = None
         infer_us = (time.perf_counter() - started) * 1e6
         return InferResult(self._outputs(slot, wanted), slot, self.pool, wait_us, infer_us)
 
-    def _release_after(self, slot: Slot, done: asyncio.Future[None]) -> None:
-        """Give back the slot of an inference nobody waits for any more (failed, or its caller cancelled)."""
-        if not done.cancelled():
-            done.exception()  # retrieved: a failure nobody awaits is not an asyncio warning
-        if slot.watch is not None:
-            slot.watch.cancel()
-            slot.watch = None
-        slot.future = None
+    def _finish(self, slot: Slot, error: InferenceFailed | None = None) -> None:
+        """Loop side of a finished async inference: wake its caller, or give the slot back if it left."""
+        self.running.discard(slot)
+        future, slot.future = slot.future, None
+        if future is None:
+            return
+        if future.cancelled():
+            self._give_back(slot)
+        elif error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    def _poll_failures(self) -> None:
+        """Loop timer: fail the inferences that raised inside OpenVINO (their callback never runs)."""
+        self.poll = None
+        for slot in list(self.running):
+            try:
+                slot.request.wait_for(0)  # returns at once; raises the inference's error once it has failed
+            except RuntimeError as exc:
+                self._finish(slot, InferenceFailed(_short(exc)))
+        if self.running:
+            loop = next(iter(self.running)).loop
+            assert loop is not None
+            self.poll = loop.call_later(FAILURE_POLL_S, self._poll_failures)
+
+    def _give_back(self, slot: Slot) -> None:
         slot.keep[:] = [None] * len(slot.keep)
         self.pool.release(slot)
 
@@ -307,29 +325,10 @@ class Servable:
 
 
 def _on_done(slot: Slot) -> None:
-    """OpenVINO's callback thread: wake the loop, nothing more (the GIL is contended here)."""
-    loop, future = slot.loop, slot.future
-    if loop is not None and future is not None:
-        loop.call_soon_threadsafe(_resolve, future)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _watch(slot: Slot, future: asyncio.Future[None], delay: float) -> None:
-    """Loop timer: fail the future if the inference raised (its callback never runs then)."""
-    slot.watch = None
-    if future.done():
-        return
-    try:
-        slot.request.wait_for(0)  # returns at once; raises the inference's error once it has failed
-    except RuntimeError as exc:
-        future.set_exception(InferenceFailed(_short(exc)))
-        return
-    delay = min(delay * 2, FAILURE_POLL_MAX_S)
-    slot.watch = future.get_loop().call_later(delay, _watch, slot, future, delay)
+    """OpenVINO's callback thread (only after a success): wake the loop, nothing more (the GIL is contended)."""
+    loop = slot.loop
+    if loop is not None:
+        loop.call_soon_threadsafe(slot.finish, slot)
 
 
 def _short(exc: BaseException) -> str:

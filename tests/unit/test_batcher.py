@@ -429,3 +429,42 @@ def test_an_inline_model_that_turns_out_slow_moves_to_async() -> None:
         (await pending).release()
 
     run(main())
+
+
+def test_an_async_inference_failing_inside_openvino_is_a_500_and_frees_its_request() -> None:
+    servable = compiled_servable(modelzoo.failing_model(), "failing")
+    servable.inline = False
+    bad = [np.arange(6, dtype=np.float32), np.array([4, 4], np.int64)]  # 6 values cannot be 4x4
+
+    async def main() -> None:
+        started = time.perf_counter()
+        with pytest.raises(InferenceFailed, match="Internal inference error - .*reshape"):
+            await asyncio.wait_for(servable.run(bad, [0]), 5)  # type: ignore[arg-type]
+        assert time.perf_counter() - started < 1.0
+        assert servable.pool.busy == 0 and not servable.running
+        good = await servable.run([np.arange(6, dtype=np.float32), np.array([2, 3], np.int64)], [0])  # type: ignore[misc]
+        np.testing.assert_array_equal(good.arrays[0], np.arange(6, dtype=np.float32).reshape(2, 3))
+        good.release()
+        assert servable.pool.busy == 0
+
+    run(main())
+
+
+def test_a_cancelled_async_caller_frees_the_request_only_when_openvino_is_done() -> None:
+    servable = compiled_servable(modelzoo.heavy_model(), "heavy")
+    servable.inline = False
+    images = np.zeros((8, 3, 64, 64), np.float32)  # tens of ms
+
+    async def main() -> None:
+        task = asyncio.ensure_future(servable.run([images], [0]))  # type: ignore[arg-type]
+        await asyncio.sleep(0.002)
+        assert servable.pool.busy == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert servable.pool.busy == 1  # OpenVINO still runs on it
+        while servable.pool.busy:
+            await asyncio.sleep(0.005)
+        assert not servable.running
+
+    run(main())
