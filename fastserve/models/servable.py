@@ -36,12 +36,14 @@ log = logging.getLogger("fastserve.models")
 # Below this warm-up latency a model runs inline on the loop. Blocking the loop for 0.5 ms
 # costs other connections at most that much; the async hop costs ~0.1 ms of loop CPU per call.
 INLINE_THRESHOLD_US = 500
-# An `auto` model that went inline moves to async for good after this many inline inferences in
-# a row slower than this (real shapes, or batches, can cost far more than the warm-up's smallest
-# shape: a 64x64 convolution net probes at 61 us on a 1x1 image and takes 6 ms on real ones).
-# Three in a row, so a single preemption on a busy machine does not count.
+# An `auto` model that went inline moves to async for good once its inline inferences are
+# mostly slower than SLOW_INLINE_US: real shapes, or batches, can cost far more than the
+# warm-up's smallest shape (a 64x64 convolution net probes at 61 us on a 1x1 image and takes
+# 6 ms on real ones). A slow run adds 1 to a score and a fast one takes 1 off; at
+# SLOW_INLINE_SCORE it moves. A tiny model preempted now and then on a busy machine (seen: 3
+# slow runs in a row at load average 6) never gets there; a 6 ms model does after 8 runs.
 SLOW_INLINE_US = 4 * INLINE_THRESHOLD_US
-SLOW_INLINE_RUNS = 3
+SLOW_INLINE_SCORE = 8
 # Inputs at least this large are wrapped in place (ov.Tensor shared_memory) instead of being
 # copied into the request's own tensor: set_tensor costs ~25 us, a 256 KiB copy about the same.
 SHARE_INPUT_BYTES = 256 * 1024
@@ -132,7 +134,7 @@ class Servable:
         self.parallel = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self.probe_us = self._probe() if mode != "async" else None
         self.auto = mode == "auto"
-        self.slow_runs = 0  # consecutive inline inferences slower than SLOW_INLINE_US
+        self.slow_score = 0  # +1 per inline inference slower than SLOW_INLINE_US, -1 per faster one
         if mode == "auto":
             self.inline = self.probe_us is not None and self.probe_us < INLINE_THRESHOLD_US
         else:
@@ -169,14 +171,14 @@ class Servable:
         infer_us = (time.perf_counter() - started) * 1e6
         if infer_us > SLOW_INLINE_US:
             self._slow_inline(infer_us)
-        else:
-            self.slow_runs = 0
+        elif self.slow_score:
+            self.slow_score -= 1
         return InferResult(self._outputs(slot, wanted), slot, self.pool, wait_us, infer_us)
 
     def _slow_inline(self, infer_us: float) -> None:
         """The warm-up probe saw the smallest shape only: real inputs (or batches) may be far slower."""
-        self.slow_runs += 1
-        if self.auto and self.slow_runs >= SLOW_INLINE_RUNS:
+        self.slow_score += 1
+        if self.auto and self.slow_score >= SLOW_INLINE_SCORE:
             self.inline = False
             log.info("model %s version %d: inline inferences take %.0f us (warm-up %.0f us): running async from now on",
                      self.name, self.version, infer_us, self.probe_us or 0)
