@@ -237,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         warn_ignored(args)
         if settings.config_path is not None and not args.config_path:
             log.info("no --config_path or --model_path given: serving the bundled demo models")
+        if settings.rest_workers > 1:
+            from fastserve.workers import supervise  # forks the workers; this process loads no model
+
+            return supervise(settings)
         from fastserve.server import run
 
         return run(settings)

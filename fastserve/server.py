@@ -10,8 +10,9 @@ tensors. The lifecycle, in order:
    changes (reload.py; also on POST /v1/config/reload);
 5. SIGTERM/SIGINT: stop accepting, let in-flight requests finish (at most shutdown_timeout
    seconds; a second signal cuts it short), close the rest, exit 0.
-As one of --rest_workers processes (workers.py), the socket is bound with SO_REUSEPORT and the
-parent hears through `on_ready` once the models are loaded.
+As one of --rest_workers processes (workers.py, a WorkerRole), the socket is bound with
+SO_REUSEPORT and the parent hears through `on_ready` once the models are loaded; a replacement
+worker listens only then, so the port never hands a client to a worker that is still loading.
 A compile cannot be interrupted, so shutdown never waits for the loading thread; and an
 inference whose client was cut off gets SETTLE_TIMEOUT to end. Whatever OpenVINO still runs
 after that, the process leaves with os._exit: an interpreter shutting down under OpenVINO's
@@ -27,6 +28,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvloop
@@ -48,7 +50,15 @@ SETTLE_TIMEOUT = 5.0
 LOAD_FAILED_EXIT = 2  # a model that cannot load is a configuration problem, as a bad config.json
 
 
-def run(settings: ServerSettings, on_ready: Callable[[], None] | None = None, reuse_port: bool = False) -> int:
+@dataclass(frozen=True)
+class WorkerRole:
+    """What changes for one of --rest_workers processes (see workers.py)."""
+
+    on_ready: Callable[[], None]  # tells the parent the models are loaded
+    listen_after_load: bool = False  # a replacement: its siblings serve while it loads
+
+
+def run(settings: ServerSettings, worker: WorkerRole | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the process exit code. ConfigErrors before listening propagate."""
     pool.configure(settings.max_queue_size, settings.request_timeout_seconds)  # before any servable exists
     repository = Repository(settings.models, settings.cache_dir)
@@ -59,7 +69,7 @@ def run(settings: ServerSettings, on_ready: Callable[[], None] | None = None, re
         attach_pipelines(settings.pipelines, repository)  # imports custom nodes; checked once models load
     loading = Loading(repository, plan)
     reloader = Reloader(repository, settings.config_path)
-    code = uvloop.run(_serve(settings, repository, loading, reloader, on_ready, reuse_port))
+    code = uvloop.run(_serve(settings, repository, loading, reloader, worker))
     if loading.busy or reloader.busy or busy_slots(repository):
         # Returning would shut the interpreter (and OpenVINO's plugins) down under a running compile/inference.
         what = "loading" if loading.busy else "reloading" if reloader.busy else "inference"
@@ -111,25 +121,35 @@ class Loading:
             self.done.set_result(error)
 
 
-async def _serve(settings: ServerSettings, repository: Repository, loading: Loading, reloader: Reloader,
-                 on_ready: Callable[[], None] | None, reuse_port: bool) -> int:
-    loop = asyncio.get_running_loop()
-    state = ServerState(settings, loop)
-    app = App(settings, repository)
-    app.reloader = reloader
+async def _listen(settings: ServerSettings, state: ServerState, app: App, reuse_port: bool
+                  ) -> asyncio.AbstractServer | None:
     hosts = [h.strip() for h in settings.rest_bind_address.split(",") if h.strip()]
     try:
-        server = await loop.create_server(
+        server = await state.loop.create_server(
             lambda: HttpProtocol(app, state), hosts, settings.rest_port, backlog=2048, reuse_address=True,
             reuse_port=reuse_port or None,
         )
     except OSError as exc:
         log.error("cannot listen on %s port %d: %s", settings.rest_bind_address, settings.rest_port,
                   exc.strerror or exc)
-        return 1
+        return None
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
         log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
+    return server
+
+
+async def _serve(settings: ServerSettings, repository: Repository, loading: Loading, reloader: Reloader,
+                 worker: WorkerRole | None) -> int:
+    loop = asyncio.get_running_loop()
+    state = ServerState(settings, loop)
+    app = App(settings, repository)
+    app.reloader = reloader
+    server = None
+    if worker is None or not worker.listen_after_load:
+        server = await _listen(settings, state, app, worker is not None)
+        if server is None:
+            return 1
 
     stop = asyncio.Event()
     force = asyncio.Event()
@@ -152,13 +172,18 @@ async def _serve(settings: ServerSettings, repository: Repository, loading: Load
     await asyncio.wait([loaded, stopping], return_when=asyncio.FIRST_COMPLETED)
     if loaded.done():
         error = loaded.result()
-        if error is None:
+        if error is None and server is None:  # a replacement worker: listen now that it can serve
+            server = await _listen(settings, state, app, True)
+            if server is None:
+                exit_code = 1
+                stop.set()
+        if error is None and server is not None:
             log.info("server ready: %d model(s) loaded", len(repository.models))
             if settings.file_system_poll_wait_seconds > 0:
                 watcher = loop.create_task(reloader.watch(settings.file_system_poll_wait_seconds))
-            if on_ready is not None:
-                on_ready()
-        else:
+            if worker is not None:
+                worker.on_ready()
+        elif error is not None:
             if isinstance(error, ConfigError):
                 log.error("model loading failed: %s", error)
                 exit_code = LOAD_FAILED_EXIT
@@ -174,7 +199,8 @@ async def _serve(settings: ServerSettings, repository: Repository, loading: Load
         watcher.cancel()
     busy = sum((c.active is not None) + len(c.pipeline) for c in state.connections)
     log.info("shutting down: finishing %d request(s)", busy)
-    await _drain(state, server, settings.shutdown_timeout, force)
+    if server is not None:
+        await _drain(state, server, settings.shutdown_timeout, force)
     await _settle(repository, SETTLE_TIMEOUT)
     sweeper.cancel()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,212 @@
+"""--rest_workers in real processes: two workers share one port (picked with --rest_port 0), a
+worker killed with SIGKILL is replaced while the port keeps answering, SIGTERM to the parent drains
+every worker and exits 0, a killed parent takes its workers with it, and start-up failures stop
+the server with the right exit code.
+
+Worker PIDs come from the parent's log ("worker N started (pid P)") and are checked to be the
+parent's children in /proc; every signal goes to a PID of a process these tests started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.modelzoo import add_model, heavy_model, save
+from tests.rawhttp import Conn, build, get, post_json
+from tests.serverproc import ServerProcess
+
+WAIT = 60.0
+ADD_BODY = {"inputs": [{"name": "a", "shape": [1, 10], "datatype": "FP32", "data": [1.0] * 10},
+                       {"name": "b", "shape": [1, 10], "datatype": "FP32", "data": [2.0] * 10}]}
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("workers")
+    save(add_model(), root / "add", 1)
+    save(heavy_model(), root / "heavy", 1)
+    path = root / "config.json"
+    path.write_text(json.dumps({"model_config_list": [{"config": {"name": "add", "base_path": "add"}},
+                                                      {"config": {"name": "heavy", "base_path": "heavy"}}]}))
+    return path
+
+
+def start(config: Path, *extra: str) -> ServerProcess:
+    server = ServerProcess("--config_path", str(config), "--rest_workers", "2", "--log_level", "DEBUG", *extra)
+    wait_log(server, r"server ready: 2 workers")
+    return server
+
+
+def wait_log(server: ServerProcess, pattern: str, count: int = 1, timeout: float = WAIT) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = re.findall(pattern, server.log())
+        if len(found) >= count:
+            return found
+        if time.monotonic() > deadline or server.proc.poll() is not None:
+            raise AssertionError(f"{pattern!r} x{count} not in the log:\n{server.log()}")
+        time.sleep(0.05)
+
+
+def worker_pids(server: ServerProcess) -> dict[int, int]:
+    """The latest PID of each worker index, from the parent's log."""
+    return {int(i): int(p) for i, p in re.findall(r"worker (\d+) started \(pid (\d+)\)", server.log())}
+
+
+def parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[1])
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].split()[0] != "Z"
+
+
+def served_by(server: ServerProcess, requests: int) -> dict[str, int]:
+    """Send `requests` infers, each on a new connection; count the workers that logged them."""
+    before = server.log()
+    for _ in range(requests):
+        reply = post_json(server.port, "/v2/models/add/infer", ADD_BODY)
+        assert reply.status == 200, reply.body
+        sums = {o["name"]: o["data"] for o in reply.json()["outputs"]}["sum"]
+        assert sums == [3.0] * 10
+    time.sleep(0.2)
+    new = server.log()[len(before):]
+    counts: dict[str, int] = {}
+    for worker in re.findall(r"\[worker (\d+)\] \S+ \"POST /v2/models/add/infer\" 200", new):
+        counts[worker] = counts.get(worker, 0) + 1
+    assert sum(counts.values()) == requests, new
+    return counts
+
+
+@pytest.fixture(scope="module")
+def pair(config: Path) -> Iterator[ServerProcess]:
+    server = start(config)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_workers_share_one_port_picked_by_the_parent(pair: ServerProcess) -> None:
+    ports = set(re.findall(r"\[worker \d\] listening on http://127\.0\.0\.1:(\d+)", pair.log()))
+    assert ports == {str(pair.port)}
+    assert f"2 workers sharing port {pair.port} (SO_REUSEPORT)" in pair.log()
+    pids = worker_pids(pair)
+    assert sorted(pids) == [0, 1] and all(parent_of(pid) == pair.proc.pid for pid in pids.values())
+    counts = served_by(pair, 40)  # the kernel hashes each new connection to one of the two sockets
+    assert set(counts) == {"0", "1"}, counts
+
+
+def test_killed_worker_is_replaced_while_the_port_keeps_answering(pair: ServerProcess) -> None:
+    victim = worker_pids(pair)[0]
+    assert parent_of(victim) == pair.proc.pid
+    os.kill(victim, signal.SIGKILL)
+    wait_log(pair, rf"worker 0 \(pid {victim}\) exited with signal SIGKILL: starting a new one")
+    answered = 0
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # the survivor takes every new connection meanwhile
+        assert get(pair.port, "/v2/health/ready").status == 200
+        answered += 1
+    assert answered > 10
+    replacement = int(wait_log(pair, r"worker 0 started \(pid (\d+)\)", count=2)[-1])
+    assert replacement != victim and parent_of(replacement) == pair.proc.pid
+    wait_log(pair, rf"worker 0 \(pid {replacement}\) ready")
+    assert not alive(victim)
+    assert set(served_by(pair, 40)) == {"0", "1"}  # the new worker serves too
+
+
+def heavy_request(batch: int) -> bytes:
+    x = np.random.default_rng(batch).standard_normal((batch, 3, 64, 64), dtype=np.float32)
+    header = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                                     "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+    return build("POST", "/v2/models/heavy/infer", header + x.tobytes(),
+                 {"Inference-Header-Content-Length": str(len(header))})
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_the_parent_drains_every_worker_and_exits_0(config: Path, sig: signal.Signals) -> None:
+    server = start(config)
+    try:
+        pids = worker_pids(server)
+        conns = [Conn(server.port, timeout=WAIT) for _ in range(8)]  # spread over both workers
+        request = heavy_request(16)
+        for conn in conns:
+            conn.send(request)
+        time.sleep(0.3)
+        os.kill(server.proc.pid, sig)
+        for conn in conns:
+            reply = conn.read()
+            assert reply.status == 200, reply.body
+            assert reply.json()["outputs"][0]["shape"] == [16, 16]
+            conn.close()
+        assert server.proc.wait(WAIT) == 0
+        log = server.log()
+        assert f"{sig.name} received: stopping 2 worker(s)" in log
+        for index, pid in pids.items():
+            assert f"worker {index} (pid {pid}) exited with code 0" in log
+            assert len(re.findall(rf"\[worker {index}\] {sig.name} received", log)) == 1  # forwarded once
+            assert not alive(pid)
+        finishing = [int(n) for n in re.findall(r"\[worker \d\] shutting down: finishing (\d+) request", log)]
+        assert sum(finishing) >= 2, log  # requests were in flight when the signal came
+        assert "all workers stopped" in log and "Traceback" not in log and "unfinished" not in log
+    finally:
+        server.stop()
+
+
+def test_a_killed_parent_takes_its_workers_with_it(config: Path) -> None:
+    server = start(config)
+    try:
+        pids = list(worker_pids(server).values())
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(WAIT)
+        deadline = time.monotonic() + WAIT
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(pid) for pid in pids)
+    finally:
+        server.stop()
+
+
+def test_a_worker_failing_at_start_stops_the_server_with_its_code(tmp_path: Path) -> None:
+    (tmp_path / "broken" / "1").mkdir(parents=True)
+    (tmp_path / "broken" / "1" / "model.xml").write_text('<?xml version="1.0"?>\n<net name="broken" version="11">')
+    server = ServerProcess("--model_name", "broken", "--model_path", str(tmp_path / "broken"),
+                           "--rest_workers", "2", wait_ready=False)
+    try:
+        assert server.proc.wait(WAIT) == 2
+        log = server.log()
+        assert re.search(r"worker \d \(pid \d+\) exited with code 2 before it was ready: stopping", log), log
+        assert "model loading failed: model broken version 1: cannot read" in log
+        assert "starting a new one" not in log and "Traceback" not in log
+    finally:
+        server.stop()
+
+
+def test_a_port_in_use_exits_1_before_any_worker_starts(config: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "fastserve", "--config_path", str(config), "--rest_workers", "2",
+                               "--rest_bind_address", "127.0.0.1", "--rest_port", str(port)],
+                              capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1 port {port}: Address already in use" in done.stderr
+    assert "worker 0 started" not in done.stderr
