@@ -7,6 +7,9 @@ awaitable InferResult, then `release()`), so handlers do not know batching exist
 Policy (greedy: never wait for nothing):
 - Requests whose inputs have the same non-batch shapes and dtypes form a group; other
   requests (rank 0, inputs disagreeing on dim 0, 0 rows, more rows than a batch) run alone.
+- While requests come one at a time (the last batch went out alone) and the model is idle, a
+  request runs at once, as without batching; one arriving in the same iteration as it starts
+  a group, and from then on every request is grouped until a batch goes out alone again.
 - A new group is sent one loop iteration later (call_soon), with whatever arrived in that
   iteration, if fewer than `parallel` of our batches are running (the model's streams).
 - While the model is busy the group keeps collecting until a running batch finishes, the group
@@ -112,7 +115,8 @@ class BatchedResult(InferResult):
 class Batcher:
     __slots__ = (
         "run", "outputs", "max_rows", "delay", "parallel", "max_queued", "name",
-        "groups", "outstanding", "running", "tick_pending", "loop", "tasks", "batches", "batched_rows",
+        "groups", "outstanding", "running", "tick_pending", "crowded", "alone_pending", "loop", "tasks",
+        "batches", "batched_rows",
     )  # fmt: skip
 
     def __init__(self, run: RunFn, outputs: int, max_rows: int, delay_us: int, parallel: int = 1,
@@ -128,6 +132,8 @@ class Batcher:
         self.outstanding = 0  # requests taken and not yet answered
         self.running = 0  # our batches inside run() that have not finished
         self.tick_pending = False
+        self.crowded = False  # the last batch sent had company: batch every request
+        self.alone_pending = False  # a request ran alone in this loop iteration
         self.loop: asyncio.AbstractEventLoop | None = None
         self.tasks: set[asyncio.Task] = set()
         self.batches = 0  # counters: inferences sent and the rows they carried
@@ -144,6 +150,8 @@ class Batcher:
             raise Unavailable(f"Too many requests waiting for model {self.name} ({self.outstanding} queued for "
                               f"batching)", RETRY_AFTER_SECONDS)
         loop = self.loop = asyncio.get_running_loop()
+        if not (self.crowded or self.running or self.groups or self.alone_pending):
+            return self._alone(loop, arrays, wanted)
         key = tuple((a.shape[1:], a.dtype) for a in arrays)
         group = self.groups.get(key)
         if group is not None and group.rows + rows > self.max_rows:
@@ -161,6 +169,39 @@ class Batcher:
         if group.rows == self.max_rows:
             self._send(group)
         return future
+
+    def _alone(self, loop: asyncio.AbstractEventLoop, arrays: list[np.ndarray],
+               wanted: list[int]) -> InferResult | Awaitable[InferResult]:
+        """Idle model, and requests came one at a time lately: run this one now, at no batching cost.
+
+        Requests arriving later in the same loop iteration form a group as usual, and then every
+        request is batched again until a batch goes out alone."""
+        self.alone_pending = True
+        loop.call_soon(self._after_alone)
+        self.batches += 1
+        self.batched_rows += arrays[0].shape[0]
+        self.running += 1
+        try:
+            result = self.run(arrays, wanted)
+        except BaseException:
+            self.running -= 1
+            raise
+        if type(result) is InferResult:
+            self.running -= 1
+            return result
+        return self._alone_later(result)
+
+    async def _alone_later(self, pending: Awaitable[InferResult]) -> InferResult:
+        try:
+            return await pending
+        finally:
+            self.running -= 1
+            self._next()
+
+    def _after_alone(self) -> None:
+        self.alone_pending = False
+        if self.groups:
+            self.crowded = True  # others came in the same iteration
 
     def _tick(self) -> None:
         """One iteration after new groups formed: send them, unless the model is busy (then wait)."""
@@ -194,6 +235,7 @@ class Batcher:
             group.timer.cancel()
             group.timer = None
         members = group.members
+        self.crowded = len(members) > 1
         group.sent_at = time.perf_counter()
         self.batches += 1
         self.batched_rows += group.rows

@@ -78,8 +78,12 @@ def row_sums(x: np.ndarray) -> np.ndarray:
     return x.sum(axis=tuple(range(1, x.ndim)))
 
 
-def batcher_for(fake: FakeServable, max_rows: int = 8, delay_us: int = 20_000, **kw: Any) -> Batcher:
-    return Batcher(fake.run, 2, max_rows, delay_us, name="fake", **kw)
+def batcher_for(fake: FakeServable, max_rows: int = 8, delay_us: int = 20_000, crowded: bool = True,
+                **kw: Any) -> Batcher:
+    """A batcher that has seen concurrency already (crowded), unless told otherwise."""
+    batcher = Batcher(fake.run, 2, max_rows, delay_us, name="fake", **kw)
+    batcher.crowded = crowded
+    return batcher
 
 
 def rows(start: float, count: int = 1, width: int = 4, dtype: Any = np.float32) -> np.ndarray:
@@ -175,6 +179,52 @@ def test_requests_that_cannot_share_a_batch_run_alone_at_once() -> None:
         # Two inputs that disagree on dim 0 are not batchable either.
         assert type(batcher.infer([rows(0, 2), rows(0, 3)], [0])) is InferResult
         assert batcher.outstanding == 0 and batcher.groups == {}
+
+    run(main())
+
+
+def test_lone_requests_run_at_once_until_company_arrives() -> None:
+    async def main() -> None:
+        fake = FakeServable()
+        batcher = batcher_for(fake, crowded=False)
+        for i in range(3):  # one at a time: each runs at once, no future, no waiting
+            result = batcher.infer([rows(i)], [0, 1])
+            assert type(result) is InferResult
+            check_own(result, rows(i))
+            await asyncio.sleep(0)
+        inputs = [rows(10 + i) for i in range(4)]
+        pending = [batcher.infer([x], [0, 1]) for x in inputs]  # four in one iteration
+        assert type(pending[0]) is InferResult and all(asyncio.isfuture(p) for p in pending[1:])
+        for x, p in zip(inputs, pending, strict=True):
+            check_own(await resolve(p), x)
+        assert [b[0].shape[0] for b in fake.batches] == [1, 1, 1, 1, 3] and batcher.crowded
+        later = [batcher.infer([x], [0]) for x in inputs[:2]]  # crowded now: even the first one waits
+        assert all(asyncio.isfuture(p) for p in later)
+        for p in later:
+            await resolve(p)
+        lone = batcher.infer([rows(20)], [0])  # a batch of two went out: still crowded
+        assert asyncio.isfuture(lone)
+        await resolve(lone)  # ... and that one went out alone
+        assert type(batcher.infer([rows(21)], [0])) is InferResult
+
+    run(main())
+
+
+def test_a_lone_async_request_counts_as_running() -> None:
+    async def main() -> None:
+        fake = FakeServable(async_mode=True)
+        batcher = batcher_for(fake, delay_us=1_000_000, crowded=False)
+        first = batcher.infer([rows(0)], [0])
+        assert not asyncio.isfuture(first) and batcher.running == 1
+        task = asyncio.ensure_future(first)  # type: ignore[arg-type]
+        await asyncio.sleep(0.005)
+        second = batcher.infer([rows(1)], [0])
+        await asyncio.sleep(0.01)
+        assert len(fake.batches) == 1  # waits for the lone one to finish
+        fake.gate.set()
+        check_own(await task, rows(0), (0,))
+        check_own(await resolve(second), rows(1), (0,))
+        assert batcher.running == 0 and len(fake.batches) == 2
 
     run(main())
 
@@ -402,7 +452,7 @@ def test_a_dynamic_batch_model_gets_a_batcher_in_front() -> None:
             result = await resolve(p)
             np.testing.assert_array_equal(result.arrays[0], np.full((1, 4), i + 1, np.float32))
             result.release()
-        assert batcher.batches == 1 and batcher.batched_rows == 6
+        assert batcher.batches == 2 and batcher.batched_rows == 6  # the first alone, then the other five
         assert servable.pool.busy == 0
 
     run(main())
