@@ -18,7 +18,7 @@ import numpy as np
 import openvino as ov
 
 from fastserve.errors import ConfigError
-from fastserve.models.batcher import enable_batching
+from fastserve.models.batching import enable_batching
 from fastserve.models.servable import Servable
 from fastserve.settings import ModelSettings
 

@@ -16,7 +16,8 @@ import openvino as ov
 import pytest
 
 from fastserve.errors import ConfigError, FastServeError, InferenceFailed, Unavailable
-from fastserve.models.batcher import Batcher, BatchFailed, _probe_rows, enable_batching
+from fastserve.models.batcher import Batcher, BatchFailed
+from fastserve.models.batching import _probe_rows, enable_batching
 from fastserve.models.servable import InferResult, Servable
 from fastserve.settings import ModelSettings
 from tests import modelzoo
