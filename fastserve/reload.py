@@ -238,6 +238,7 @@ class Reloader:
                 break
             if self.failed.get(key) != what:
                 self._mark(name, version)
+                log.info("loading model %s version %d from %s", name, version, model_file)
                 try:
                     loaded[version] = servable = load_version(self.repository.core, settings, version, model_file)
                 except ConfigError as exc:

@@ -197,7 +197,8 @@ async def _serve(settings: ServerSettings, repository: Repository, loading: Load
     reloader.stop()
     if watcher is not None:
         watcher.cancel()
-    busy = sum((c.active is not None) + len(c.pipeline) for c in state.connections)
+    # Running, queued behind one (pipelined), or still arriving: each will be answered.
+    busy = sum((c.active is not None) + len(c.pipeline) + c.parsing for c in state.connections)
     log.info("shutting down: finishing %d request(s)", busy)
     if server is not None:
         await _drain(state, server, settings.shutdown_timeout, force)

@@ -278,9 +278,9 @@ class HttpProtocol(FlowControl):
             if response.on_sent is not None:
                 response.on_sent()  # nothing will be written: release now
             return
-        # The last response before we close says so: the client asked, we are stopping, or
-        # no more input will come and nothing else is queued.
-        keep_alive = request.keep_alive and not self.state.shutting_down and not (self.read_done and not self.pipeline)
+        # The last response before we close says so: the client asked, or we are stopping or no more
+        # input will come and nothing else is queued (pipelined requests already in are answered first).
+        keep_alive = request.keep_alive and not ((self.state.shutting_down or self.read_done) and not self.pipeline)
         head_only = request.method == b"HEAD"
         try:
             parts = response.wire(keep_alive, request.http10, head_only, self.app.extra_headers(request))
