@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     rest = p.add_argument_group("REST server")
     rest.add_argument("--rest_port", type=int, help=f"port (default {DEFAULT_REST_PORT}; 0 picks a free one)")
     rest.add_argument("--rest_bind_address", default="0.0.0.0", help="address(es) to bind, comma-separated")
-    rest.add_argument("--rest_workers", type=int, default=1, help="server processes sharing the port")
+    rest.add_argument("--rest_workers", type=int, default=1,
+                      help="server processes sharing the port (SO_REUSEPORT), restarted if they die; 1: no "
+                      "supervisor process (each worker holds its own copy of the models)")
     rest.add_argument("--max_request_size", type=int, default=DEFAULT_MAX_REQUEST_SIZE, help="body limit in bytes")
     rest.add_argument("--max_connections", type=int, default=10_000, help="open connections at most")
     rest.add_argument("--keep_alive_timeout", type=float, default=60.0, help="idle keep-alive seconds")
@@ -68,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--log_path", help="log to this file instead of stderr")
     ops.add_argument("--metrics_enable", action="store_true", help="serve Prometheus metrics at /metrics")
     add_operations_flags(p, ops)
-    ops.add_argument("--file_system_poll_wait_seconds", type=int, default=1, help="config/model poll interval, 0 off")
+    ops.add_argument("--file_system_poll_wait_seconds", type=int, default=1,
+                     help="seconds between checks of config.json and version folders (hot reload); "
+                     "0: only on POST /v1/config/reload")
     grpc = p.add_argument_group("OVMS gRPC flags: accepted with a warning and ignored (fastserve serves REST only)")
     grpc.add_argument("--port", type=int, help="OVMS gRPC port")
     for flag in GRPC_FLAGS[1:]:

@@ -165,6 +165,9 @@ class Reloader:
         for name in current.keys() - wanted.keys():
             log.info("model %s is no longer in the configuration: unloading it", name)
             change.retire += current[name].versions.values()
+            for version, status in list(self.repository.status.get(name, {}).items()):
+                if status.error == FAILED:  # never served: nothing to wait for
+                    change.status.append((name, version, VersionStatus(END)))
             change.changed = True
         if change.changed:
             change.table = table

@@ -277,6 +277,25 @@ def test_broken_config_changes_nothing_and_reload_says_so(manual: ServerProcess,
     assert reload(manual.port).status == 200  # the same bytes as before: nothing to apply
 
 
+def test_new_model_that_fails_to_load_is_reported_and_others_apply(manual: ServerProcess, repo: Path) -> None:
+    config = repo / "config.json"
+    (repo / "ghost" / "1").mkdir(parents=True)
+    (repo / "ghost" / "1" / "model.xml").write_text(BROKEN_XML)
+    write_config(config, *BASE_MODELS, {"name": "ghost", "base_path": "ghost"}, {"name": "add", "base_path": "add"})
+    reply = reload(manual.port)
+    assert reply.status == 500, reply.body
+    assert reply.json() == {"error": "Reloading config file failed. Check server logs for more info."}
+    assert post_json(manual.port, "/v2/models/add/infer", ADD_BODY).status == 200  # the rest applied
+    ghost = post_json(manual.port, "/v2/models/ghost/infer", ADD_BODY)
+    assert ghost.status == 404 and ghost.json() == {"error": "Model with requested version is not loaded yet"}
+    assert states(manual.port, "ghost") == {1: ("LOADING", "UNKNOWN")}
+    assert reload(manual.port).status == 500  # still wanted, still broken
+    write_config(config, *BASE_MODELS)
+    assert reload(manual.port).status == 201
+    assert states(manual.port, "ghost") == {1: ("END", "OK")}
+    assert post_json(manual.port, "/v2/models/ghost/infer", ADD_BODY).status == 404
+
+
 def test_broken_reconfiguration_keeps_the_old_settings(manual: ServerProcess, repo: Path) -> None:
     config = repo / "config.json"
     versioned, heavy = BASE_MODELS
