@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fastserve.settings import ServerSettings
+from fastserve.workers import reserve
 from tests.modelzoo import add_model, heavy_model, save
 from tests.rawhttp import Conn, build, get, post_json
 from tests.serverproc import ServerProcess
@@ -210,3 +212,19 @@ def test_a_port_in_use_exits_1_before_any_worker_starts(config: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert f"cannot listen on 127.0.0.1 port {port}: Address already in use" in done.stderr
     assert "worker 0 started" not in done.stderr
+
+
+def test_reserve_gives_one_port_to_every_address_and_refuses_a_taken_one() -> None:
+    settings = ServerSettings(rest_port=0, rest_bind_address="127.0.0.1, 127.0.0.2")
+    reserved, port = reserve(settings)
+    try:
+        assert port > 0 and [s.getsockname() for s in reserved] == [("127.0.0.1", port), ("127.0.0.2", port)]
+        with socket.socket() as worker:  # what each worker does: same port, SO_REUSEPORT
+            worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            worker.bind(("127.0.0.1", port))
+            worker.listen()
+            with pytest.raises(OSError):  # a second fastserve (or anything) probing the port finds it taken
+                reserve(ServerSettings(rest_port=port, rest_bind_address="127.0.0.1"))
+    finally:
+        for sock in reserved:
+            sock.close()
