@@ -52,14 +52,18 @@ class Tally:
     seconds: float = 0.0
     errors: int = 0
     cpu: float = 0.0
+    client_cpu: float = 0.0
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
+    rps: list[float] = field(default_factory=list)  # per round, for paired ratios
 
     def add(self, result: LoadResult, cpu: float) -> None:
+        self.rps.append(result.rps)
         self.requests += result.requests
         self.seconds += result.seconds
         self.errors += result.errors
         self.cpu += cpu
+        self.client_cpu += result.loadgen_cpu_s
         self.p50.append(result.p50_ms)
         self.p99.append(result.p99_ms)
 
@@ -160,8 +164,9 @@ def write(cases: list[Scenario], tallies: dict[tuple[str, int], Tally], args: ar
         f"OpenVINO {ov.get_version()}. Load average before/after: {load_before:.2f} / {load_after:.2f} "
         "(the machine is shared with other work; compare the rows of one run, not across runs).",
         "",
-        "| scenario | workers | connections | requests/s | p50 latency | p99 latency | server CPU s per 1k | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | workers | connections | requests/s | p50 latency | p99 latency | server CPU ms / req "
+        "| server cores | wrk cores | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for case in cases:
         for workers in (1, 2):
@@ -169,12 +174,17 @@ def write(cases: list[Scenario], tallies: dict[tuple[str, int], Tally], args: ar
             rps = t.requests / t.seconds if t.seconds else 0.0
             lines.append(f"| {case.name} | {workers} | {case.connections} | {rps:.0f} | "
                          f"{sorted(t.p50)[len(t.p50) // 2]:.2f} ms | {sorted(t.p99)[len(t.p99) // 2]:.2f} ms | "
-                         f"{1000 * t.cpu / max(t.requests, 1):.3f} | {t.errors} |")
-    lines += ["", "Gain of 2 workers over 1 (requests/s):", ""]
+                         f"{1000 * t.cpu / max(t.requests, 1):.3f} | {t.cpu / t.seconds:.2f} | "
+                         f"{t.client_cpu / t.seconds:.2f} | {t.errors} |")
+    lines += ["", "Gain of 2 workers over 1 (requests/s; all slices, and the median of each round's back-to-back "
+              "pair, which drift in the machine's other load affects less):", ""]
     for case in cases:
         one, two = (tallies[(case.name, w)] for w in (1, 2))
         ratio = (two.requests / two.seconds) / (one.requests / one.seconds) if one.requests and two.seconds else 0.0
-        lines.append(f"- {case.name} ({case.what}): {ratio:.2f}x")
+        paired = sorted(b / a for a, b in zip(one.rps, two.rps, strict=True) if a)
+        rounds = ", ".join(f"{r:.2f}" for r in paired)
+        lines.append(f"- {case.name} ({case.what}): {ratio:.2f}x overall, median pair {paired[len(paired) // 2]:.2f}x "
+                     f"(rounds, sorted: {rounds})")
     OUT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
