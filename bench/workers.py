@@ -1,6 +1,6 @@
 """--rest_workers 1 vs 2 on this machine: requests/s for a tiny model (JSON) and a heavier one (binary).
 
-Run from the repository root: `python bench/workers.py [--seconds 4] [--rounds 3]` (about a minute;
+Run from the repository root: `python bench/workers.py [--seconds 1] [--rounds 20]` (~90 s;
 127.0.0.1 only). It builds the zoo's `add` (two FP32 [1,10] inputs, JSON) and `heavy` (five 3x3
 convolutions on FP32 [1,3,64,64], one image sent as binary) models, starts one fastserve with 1
 worker and one with 2 workers side by side on free ports, checks both answer correctly, then
@@ -104,8 +104,8 @@ def wait_workers(server: Server, count: int, timeout: float = 120.0) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per slice")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=1.0, help="seconds per slice (short: better pairs)")
+    parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
     started = time.time()
     load_before = os.getloadavg()[0]
