@@ -83,10 +83,20 @@ class ModelMetrics:
         self.wait_time = Histogram()
 
     def succeeded(self, total_us: float, wait_us: float, infer_us: float) -> None:
+        # Histogram.observe written out three times: the calls were ~20% of this method's cost.
         self.infer_ok += 1
-        self.request_time.observe(total_us)
-        self.wait_time.observe(wait_us)
-        self.inference_time.observe(infer_us)
+        h = self.request_time
+        h.counts[bisect_left(BUCKETS, total_us)] += 1
+        h.sum += total_us
+        h.count += 1
+        h = self.wait_time
+        h.counts[bisect_left(BUCKETS, wait_us)] += 1
+        h.sum += wait_us
+        h.count += 1
+        h = self.inference_time
+        h.counts[bisect_left(BUCKETS, infer_us)] += 1
+        h.sum += infer_us
+        h.count += 1
 
 
 class ServableInfo(NamedTuple):
