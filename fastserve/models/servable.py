@@ -36,14 +36,15 @@ log = logging.getLogger("fastserve.models")
 # Below this warm-up latency a model runs inline on the loop. Blocking the loop for 0.5 ms
 # costs other connections at most that much; the async hop costs ~0.1 ms of loop CPU per call.
 INLINE_THRESHOLD_US = 500
-# An `auto` model that went inline moves to async for good once its inline inferences are
-# mostly slower than SLOW_INLINE_US: real shapes, or batches, can cost far more than the
-# warm-up's smallest shape (a 64x64 convolution net probes at 61 us on a 1x1 image and takes
-# 6 ms on real ones). A slow run adds 1 to a score and a fast one takes 1 off; at
-# SLOW_INLINE_SCORE it moves. A tiny model preempted now and then on a busy machine (seen: 3
-# slow runs in a row at load average 6) never gets there; a 6 ms model does after 8 runs.
-SLOW_INLINE_US = 4 * INLINE_THRESHOLD_US
-SLOW_INLINE_SCORE = 8
+# `auto` keeps adapting after the probe, which sees the smallest shape only: real shapes, or
+# batches, can cost far more (a 64x64 convolution net probes at 61 us on a 1x1 image and takes
+# 6 ms on real ones), and a probe on a busy machine can come out far too slow. An inference
+# slower than SLOW_US adds 1 to a score (at most SWITCH_SCORE), one faster than
+# INLINE_THRESHOLD_US takes 1 off; at SWITCH_SCORE the model goes async, back at 0 inline again.
+# A tiny model preempted now and then (seen: 3 slow runs in a row at load average 6) stays
+# inline; a 6 ms model moves after 8 runs; between 0.5 and 2 ms nothing changes.
+SLOW_US = 4 * INLINE_THRESHOLD_US
+SWITCH_SCORE = 8
 # Inputs at least this large are wrapped in place (ov.Tensor shared_memory) instead of being
 # copied into the request's own tensor: set_tensor costs ~25 us, a 256 KiB copy about the same.
 SHARE_INPUT_BYTES = 256 * 1024
@@ -134,11 +135,11 @@ class Servable:
         self.parallel = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self.probe_us = self._probe() if mode != "async" else None
         self.auto = mode == "auto"
-        self.slow_score = 0  # +1 per inline inference slower than SLOW_INLINE_US, -1 per faster one
         if mode == "auto":
             self.inline = self.probe_us is not None and self.probe_us < INLINE_THRESHOLD_US
         else:
             self.inline = mode == "inline"
+        self.score = 0 if self.inline else SWITCH_SCORE  # see SWITCH_SCORE
         # What the handlers call: run() itself, or a Batcher in front of it (models/batcher.py).
         self.infer: Callable[[list[np.ndarray], list[int]], InferResult | Awaitable[InferResult]] = self.run
         self.batching = ""  # the Batcher's settings, for the load log line
@@ -169,19 +170,20 @@ class Servable:
             self.pool.release(slot)
             raise InferenceFailed(_short(exc)) from None
         infer_us = (time.perf_counter() - started) * 1e6
-        if infer_us > SLOW_INLINE_US:
-            self._slow_inline(infer_us)
-        elif self.slow_score:
-            self.slow_score -= 1
+        if self.auto and (infer_us > SLOW_US or self.score and infer_us < INLINE_THRESHOLD_US):
+            self._adapt(infer_us)
         return InferResult(self._outputs(slot, wanted), slot, self.pool, wait_us, infer_us)
 
-    def _slow_inline(self, infer_us: float) -> None:
-        """The warm-up probe saw the smallest shape only: real inputs (or batches) may be far slower."""
-        self.slow_score += 1
-        if self.auto and self.slow_score >= SLOW_INLINE_SCORE:
-            self.inline = False
-            log.info("model %s version %d: inline inferences take %.0f us (warm-up %.0f us): running async from now on",
-                     self.name, self.version, infer_us, self.probe_us or 0)
+    def _adapt(self, infer_us: float) -> None:
+        """`auto`: move to async when inferences are mostly slow, back inline when mostly fast."""
+        if infer_us > SLOW_US:
+            self.score = min(self.score + 1, SWITCH_SCORE)
+        elif infer_us < INLINE_THRESHOLD_US:
+            self.score = max(self.score - 1, 0)
+        if self.inline and self.score == SWITCH_SCORE or not self.inline and self.score == 0:
+            self.inline = not self.inline
+            log.info("model %s version %d: inferences take %.0f us (warm-up %.0f us): running %s from now on",
+                     self.name, self.version, infer_us, self.probe_us or 0, "inline" if self.inline else "async")
 
     async def _run_async(self, arrays: list[np.ndarray], wanted: list[int]) -> InferResult:
         queued = time.perf_counter()
@@ -211,6 +213,8 @@ class Servable:
             self._give_back(slot)
             raise
         infer_us = (time.perf_counter() - started) * 1e6
+        if self.auto and (infer_us < INLINE_THRESHOLD_US or self.score < SWITCH_SCORE and infer_us > SLOW_US):
+            self._adapt(infer_us)
         return InferResult(self._outputs(slot, wanted), slot, self.pool, wait_us, infer_us)
 
     def _finish(self, slot: Slot, error: InferenceFailed | None = None) -> None:
