@@ -150,6 +150,11 @@ def write_report(path: Path, meta: dict[str, Any], reps: list[Figures]) -> None:
                      "scenarios were skipped.")
     lines += ["", "## Targets", "", *targets_table(reps), "", "## Every scenario (medians)", "",
               *scenario_table(reps), "", "## Per repetition", "", *raw_table(reps), ""]
+    if meta.get("server_notes"):
+        lines += ["## fastserve's own log (execution mode per model, warnings)", "",
+                  "A model that moved from inline to async during the run (\"running async from now on\") was "
+                  "preempted for more than 2 ms several times: its figures are those of the async path.", "",
+                  *(f"- {note}" for note in meta["server_notes"]), ""]
     if NOTES.exists():
         lines += ["## Profile findings (kept by hand in bench/profile_notes.md)", "", NOTES.read_text().strip(), ""]
     path.write_text("\n".join(lines))

@@ -44,11 +44,19 @@ class Scenario:
     body: str | None = None  # file name under <work>/bodies
     headers: dict[str, str] = field(default_factory=dict)
     connections: int = 1
-    model: str = ""  # inprocess: the model folder
     quick: bool = False  # part of --quick
+    min_seconds: float = 0.0  # slow models: a run shorter than this sees too few requests
+    model: str = ""  # inprocess: the model folder
+
+    def seconds(self, duration: float) -> float:
+        return max(duration, self.min_seconds)
 
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+# ResNet-50 does ~10 inferences/s here and a 32-connection queue takes ~3 s to go round.
+SLOW_SECONDS = 6.0
 
 
 def scenarios(binary_length: dict[str, int], friendly: bool) -> list[Scenario]:
@@ -64,18 +72,16 @@ def scenarios(binary_length: dict[str, int], friendly: bool) -> list[Scenario]:
         for server in ("fastserve", "kserve"):
             out.append(Scenario(f"add_json_c{conns}", server, "/v2/models/add/infer", "add.json", JSON_HEADERS,
                                 conns, quick=conns == 32))
+    resnet, slow = "/v2/models/resnet50/infer", SLOW_SECONDS
     out += [
-        Scenario("resnet_inprocess", "inprocess", model="resnet50", quick=True),
-        Scenario("resnet_bin_c8", "fastserve", "/v2/models/resnet50/infer", "resnet.bin", binary("resnet"), 8,
-                 quick=True),
-        Scenario("resnet_bin_c8", "kserve", "/v2/models/resnet50/infer", "resnet.bin", binary("resnet"), 8),
-        Scenario("resnet_json_c8", "fastserve", "/v2/models/resnet50/infer", "resnet.json", JSON_HEADERS, 8,
-                 quick=True),
-        Scenario("resnet_json_c8", "kserve", "/v2/models/resnet50/infer", "resnet.json", JSON_HEADERS, 8),
-        Scenario("resnet_unbatched_c32", "fastserve", "/v2/models/resnet50/infer", "resnet.bin", binary("resnet"),
-                 32, quick=True),
+        Scenario("resnet_inprocess", "inprocess", model="resnet50", quick=True, min_seconds=slow),
+        Scenario("resnet_bin_c8", "fastserve", resnet, "resnet.bin", binary("resnet"), 8, True, slow),
+        Scenario("resnet_bin_c8", "kserve", resnet, "resnet.bin", binary("resnet"), 8, False, slow),
+        Scenario("resnet_json_c8", "fastserve", resnet, "resnet.json", JSON_HEADERS, 8, True, slow),
+        Scenario("resnet_json_c8", "kserve", resnet, "resnet.json", JSON_HEADERS, 8, False, slow),
+        Scenario("resnet_unbatched_c32", "fastserve", resnet, "resnet.bin", binary("resnet"), 32, True, slow),
         Scenario("resnet_batched_c32", "fastserve", "/v2/models/resnet50_batched/infer", "resnet.bin",
-                 binary("resnet"), 32, quick=True),
+                 binary("resnet"), 32, True, slow),
     ]
     if friendly:
         out += [
@@ -215,24 +221,34 @@ def run(args: argparse.Namespace) -> int:
                 name = f"{scenario.key}/{scenario.server}"
                 if rep == 0 and scenario.server != "inprocess" and args.warmup > 0:
                     measure(scenario, servers, work, args.warmup)
-                figures[name] = measure(scenario, servers, work, args.duration)
+                figures[name] = measure(scenario, servers, work, scenario.seconds(args.duration))
                 print(f"rep {rep + 1}/{args.reps} {name:34s} {_line(figures[name])}", flush=True)
             reps.append(figures)
     finally:
         for server in servers.values():
             server.stop()
+    notes = server_notes(servers)
     meta = {
         "mode": "quick" if args.quick else "full", "reps": args.reps, "duration_s": args.duration,
         "loadgen": next((f["tool"] for f in reps[0].values() if "tool" in f), "-"),
         "elapsed_s": time.monotonic() - started, "friendly": friendly, "kserve": kserve_python is not None,
         "date": time.strftime("%Y-%m-%d %H:%M"), "load_before": load_before, "load_after": os.getloadavg(),
-        "resnet_json_bytes": (work / "bodies" / "resnet.json").stat().st_size,
+        "resnet_json_bytes": (work / "bodies" / "resnet.json").stat().st_size, "server_notes": notes,
     }
     (work / "results.json").write_text(json.dumps({"meta": meta, "reps": reps}, indent=1))
     out = Path(args.out) if args.out else (work / "RESULTS-quick.md" if args.quick else BENCH / "RESULTS.md")
     write_report(out, meta, reps)
     print(f"wrote {out} in {meta['elapsed_s']:.0f} s", flush=True)
     return 0
+
+
+def server_notes(servers: dict[str, Server]) -> list[str]:
+    """fastserve's model lines (inline or async, batching) and anything it warned about during the run."""
+    server = servers.get("fastserve")
+    if server is None:
+        return []
+    keep = ("loaded model", "from now on", "[WARNING]", "[ERROR]")
+    return [line.split("] ", 3)[-1] for line in server.log().splitlines() if any(k in line for k in keep)]
 
 
 def _line(figure: dict[str, Any]) -> str:
