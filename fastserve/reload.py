@@ -92,7 +92,6 @@ class Reloader:
         self.repository = repository
         self.config_path = config_path
         self.accepted = _read(config_path) if config_path is not None else None
-        self.rejected: tuple[bytes, FastServeError] | None = None  # the last config that did not load
         self.wanted: dict[str, ModelSettings] | None = None  # models of the last accepted config.json change
         self.failed: dict[tuple[str, int], tuple[Any, ...]] = {}  # versions that failed, by what they were
         self.reported: set[str] = set()  # messages logged once until things change
@@ -143,16 +142,11 @@ class Reloader:
                 change.fail(500, CONFIG_UNREADABLE)
                 return change
             if raw != self.accepted:
-                if self.rejected is not None and self.rejected[0] == raw:
-                    change.error = self.rejected[1]
-                    return change
-                try:
+                try:  # parsed again at every poll: a base path it names may appear meanwhile
                     models, doc = load_config_file(self.config_path)
                 except ConfigError as exc:
-                    log.error("config reload: %s; still serving the previous configuration", exc)
+                    self._log_once(f"config reload: {exc}; still serving the previous configuration")
                     change.fail(412, CONFIG_FAILED)
-                    assert change.error is not None
-                    self.rejected = (raw, change.error)
                     return change
                 log.info("config reload: %s changed", self.config_path)
                 self.reported.clear()
@@ -196,6 +190,8 @@ class Reloader:
             log.info("model %s: its configuration changed: reloading every version", name)
             loaded = self._compile(settings, desired, change, failure)
             if len(loaded) < len(desired):
+                for version in loaded.keys() - old.versions.keys():  # compiled, but not served without the rest
+                    change.status.append((name, version, VersionStatus(LOADING, FAILED)))
                 return old
             change.retire += old.versions.values()
             change.changed = True

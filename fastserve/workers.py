@@ -50,6 +50,7 @@ class Worker:
     ready_fd: int  # read end of the pipe the worker writes b"R" to once its models are loaded
     started: float
     ready: bool = False
+    silent: bool = False  # its pipe reached EOF (it is exiting): nothing more to read
 
 
 class Supervisor:
@@ -94,7 +95,7 @@ class Supervisor:
         self.signals.append(signum)
 
     def _wait(self, wake_fd: int) -> None:
-        fds = [wake_fd, *(w.ready_fd for w in self.workers.values() if not w.ready)]
+        fds = [wake_fd, *(w.ready_fd for w in self.workers.values() if not w.ready and not w.silent)]
         due = min(self.restarts.values(), default=None)
         timeout = POLL if due is None else max(0.0, min(POLL, due - time.monotonic()))
         readable, _, _ = select.select(fds, [], [], timeout)
@@ -103,7 +104,9 @@ class Supervisor:
                 os.read(wake_fd, 512)
                 continue
             worker = next(w for w in self.workers.values() if w.ready_fd == fd)
-            if os.read(fd, 1) == b"R":
+            message = os.read(fd, 1)
+            worker.silent = not message
+            if message == b"R":
                 worker.ready = True
                 self.generation_ready.add(worker.index)
                 log.info("worker %d (pid %d) ready", worker.index, worker.pid)

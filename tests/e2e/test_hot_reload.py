@@ -277,6 +277,22 @@ def test_broken_config_changes_nothing_and_reload_says_so(manual: ServerProcess,
     assert reload(manual.port).status == 200  # the same bytes as before: nothing to apply
 
 
+def test_config_naming_a_folder_that_appears_later_applies_then(manual: ServerProcess, repo: Path) -> None:
+    config = repo / "config.json"
+    write_config(config, *BASE_MODELS, {"name": "late", "base_path": "late"})
+    reply = reload(manual.port)
+    assert reply.status == 412, reply.body  # base_path does not exist: the config is refused as a whole
+    assert reload(manual.port).status == 412  # the same bytes, still refused, logged once
+    assert len(re.findall(r"late does not exist", manual.log())) == 1
+    save(add_model(), repo / ".late", 1)
+    (repo / ".late").rename(repo / "late")
+    reply = reload(manual.port)  # config.json did not change, the folder did
+    assert reply.status == 201, reply.body
+    assert post_json(manual.port, "/v2/models/late/infer", ADD_BODY).status == 200
+    write_config(config, *BASE_MODELS)
+    assert reload(manual.port).status == 201
+
+
 def test_new_model_that_fails_to_load_is_reported_and_others_apply(manual: ServerProcess, repo: Path) -> None:
     config = repo / "config.json"
     (repo / "ghost" / "1").mkdir(parents=True)
