@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -105,6 +106,11 @@ class LoadResult:
     errors: int = 0
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)  # seconds, counted responses only
+    total: int = 0  # responses, warm-up included
+    # Server CPU per response (us) over the whole run, warm-up included: robust to a shared
+    # machine, unlike req/s. `loop_cpu_us` is the event-loop (main) thread alone.
+    cpu_us: float = 0.0
+    loop_cpu_us: float = 0.0
 
     @property
     def rps(self) -> float:
@@ -117,8 +123,9 @@ class LoadResult:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3
 
     def describe(self) -> str:
-        return (f"{self.rps:8.0f} req/s  p50 {self.quantile(0.5):6.2f} ms  p99 {self.quantile(0.99):6.2f} ms"
-                f"  ({self.ok} ok, {self.errors} errors)")
+        cpu = f"  server cpu {self.cpu_us:5.0f} us/req (loop {self.loop_cpu_us:4.0f})" if self.cpu_us else ""
+        return (f"{self.rps:7.0f} req/s  p50 {self.quantile(0.5):6.2f} ms  p99 {self.quantile(0.99):6.2f} ms"
+                f"{cpu}  ({self.ok} ok, {self.errors} errors)")
 
 
 class _Client(asyncio.Protocol):
@@ -154,6 +161,7 @@ class _Client(asyncio.Protocol):
             return
         now = time.perf_counter()
         self.buffer = self.buffer[end + 4 + length:]
+        self.result.total += 1
         if self.sent >= self.counted_from:
             if head[9:12] == b"200":
                 self.result.ok += 1
@@ -187,15 +195,30 @@ async def _load(port: int, payloads: list[bytes], connections: int, seconds: flo
     return result
 
 
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU of a process (or one of its threads), from /proc (Linux; 0 elsewhere)."""
+    path = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
+    try:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_load(port: int, payloads: list[bytes], connections: int = 32, seconds: float = 4.0,
-             warmup: float = 0.5) -> LoadResult:
+             warmup: float = 0.5, server_pid: int | None = None) -> LoadResult:
     """Closed loop: `connections` keep-alive connections each send their payload back to back."""
+    before = (cpu_seconds(server_pid), cpu_seconds(server_pid, server_pid)) if server_pid else (0.0, 0.0)
     try:
         import uvloop
 
-        return uvloop.run(_load(port, payloads, connections, seconds, warmup))
+        result = uvloop.run(_load(port, payloads, connections, seconds, warmup))
     except ImportError:
-        return asyncio.run(_load(port, payloads, connections, seconds, warmup))
+        result = asyncio.run(_load(port, payloads, connections, seconds, warmup))
+    if server_pid and result.total:
+        result.cpu_us = (cpu_seconds(server_pid) - before[0]) / result.total * 1e6
+        result.loop_cpu_us = (cpu_seconds(server_pid, server_pid) - before[1]) / result.total * 1e6
+    return result
 
 
 # Measurements
@@ -265,7 +288,8 @@ def through_server(seconds: float, rounds: int, connections: tuple[int, ...], on
                     for turn in range(rounds):  # alternate the order, so drift hits every variant alike
                         for variant in variants if turn % 2 == 0 else variants[::-1]:
                             payloads = [binary_request(f"{name}_{variant}", x) for x in inputs]
-                            runs[variant].append(run_load(server.port, payloads, count, seconds))
+                            runs[variant].append(run_load(server.port, payloads, count, seconds,
+                                                          server_pid=server.proc.pid))
                     best = {v: max(r, key=lambda x: x.rps) for v, r in runs.items()}
                     for variant in variants:
                         label = f"{name:9} {count:3d} conn" if variant == variants[0] else ""
@@ -273,8 +297,11 @@ def through_server(seconds: float, rounds: int, connections: tuple[int, ...], on
                         if variant != "plain":  # the median of the ratios of runs made side by side
                             pairs = [b.rps / max(a.rps, 1) for a, b in zip(runs["plain"], runs[variant], strict=True)]
                             ratio = f"  x{statistics.median(pairs):.2f} (paired median)"
+                        cpu = statistics.median(r.cpu_us for r in runs[variant])
+                        loop_cpu = statistics.median(r.loop_cpu_us for r in runs[variant])
                         print(f"{label:18} {variant:8} {best[variant].describe()}{ratio}"
-                              f"  runs {[round(r.rps) for r in runs[variant]]}")
+                              f"  runs {[round(r.rps) for r in runs[variant]]};"
+                              f" median server cpu {cpu:.0f} us/req (loop thread {loop_cpu:.0f})")
             for line in server.log().splitlines():
                 if "from now on" in line:  # an inline model that turned out slow
                     print(line.split("[fastserve.models] ")[-1])

@@ -121,19 +121,25 @@ def through_server(seconds: float, connections: int, rounds: int) -> None:
         server = ServerProcess("--config_path", str(config), "--log_level", "INFO")
         try:
             print(f"\nthrough the server: {connections} connections, binary [1,512] input, JSON output; req/s")
-            print(f"{'model':8} {'inline (best)':>30} {'async (best)':>30} {'async/inline (median of pairs)':>13}")
+            print(f"{'model':8} {'inline: best req/s, p99, server cpu/req (all threads/loop thread, median)':>40}"
+                  f"   async: same   async/inline req/s (median of pairs)")
             payload = np.random.default_rng(2).standard_normal((1, 512)).astype(np.float32)
             for name in LADDER:
                 runs: dict[str, list] = {"inline": [], "async": []}
                 for turn in range(rounds):  # side by side, order alternating
                     for mode in ("inline", "async") if turn % 2 == 0 else ("async", "inline"):
                         request = binary_request(f"{name}_{mode}", payload)
-                        runs[mode].append(run_load(server.port, [request], connections, seconds, warmup=0.5))
+                        runs[mode].append(run_load(server.port, [request], connections, seconds, warmup=0.5,
+                                                   server_pid=server.proc.pid))
                 best = {mode: max(r, key=lambda x: x.rps) for mode, r in runs.items()}
                 ratios = [b.rps / max(a.rps, 1) for a, b in zip(runs["inline"], runs["async"], strict=True)]
-                print(f"{name:8} {best['inline'].rps:8.0f} p99 {best['inline'].quantile(0.99):6.2f} ms"
-                      f"{'':9} {best['async'].rps:8.0f} p99 {best['async'].quantile(0.99):6.2f} ms"
-                      f"{'':9} {statistics.median(ratios):13.2f}  {[round(r, 2) for r in ratios]}")
+                cpu = {m: (statistics.median(r.cpu_us for r in rs), statistics.median(r.loop_cpu_us for r in rs))
+                       for m, rs in runs.items()}
+                print(f"{name:8} {best['inline'].rps:6.0f} p99 {best['inline'].quantile(0.99):6.2f} ms"
+                      f" cpu {cpu['inline'][0]:4.0f}/{cpu['inline'][1]:4.0f} us"
+                      f"   {best['async'].rps:6.0f} p99 {best['async'].quantile(0.99):6.2f} ms"
+                      f" cpu {cpu['async'][0]:4.0f}/{cpu['async'][1]:4.0f} us"
+                      f"   {statistics.median(ratios):5.2f} {[round(r, 2) for r in ratios]}")
             warmups = [line.split("loaded model ")[1] for line in server.log().splitlines()
                        if "loaded model" in line and "_inline" in line]
             print("\n" + "\n".join(w.split(" on CPU")[0] + ": " + w.rsplit(";", 1)[-1].strip() for w in warmups))
