@@ -153,9 +153,9 @@ def write_report(path: Path, meta: dict[str, Any], reps: list[Figures]) -> None:
     if meta.get("server_notes"):
         lines += ["## fastserve's own log (execution mode per model, warnings)", ""]
         if any("from now on" in note for note in meta["server_notes"]):
-            lines += ["A model moved from inline to async during the run (\"running async from now on\"): its "
-                      "inline inferences were slower than 2 ms several times (preemption on a busy machine does "
-                      "it), so its later figures are those of the async path.", ""]
+            lines += ["A model changed between inline and async during the run (\"... from now on\"): its "
+                      "inferences were slower than 2 ms several times (preemption on a busy machine does it), "
+                      "so part of its figures are those of the other path.", ""]
         lines += [*(f"- {note}" for note in meta["server_notes"]), ""]
     if NOTES.exists():
         lines += ["## Profile findings (kept by hand in bench/profile_notes.md)", "", NOTES.read_text().strip(), ""]
