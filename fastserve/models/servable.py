@@ -38,13 +38,17 @@ log = logging.getLogger("fastserve.models")
 INLINE_THRESHOLD_US = 500
 # `auto` keeps adapting after the probe, which sees the smallest shape only: real shapes, or
 # batches, can cost far more (a 64x64 convolution net probes at 61 us on a 1x1 image and takes
-# 6 ms on real ones), and a probe on a busy machine can come out far too slow. An inference
-# slower than SLOW_US adds 1 to a score (at most SWITCH_SCORE), one faster than
-# INLINE_THRESHOLD_US takes 1 off; at SWITCH_SCORE the model goes async, back at 0 inline again.
-# A tiny model preempted now and then (seen: 3 slow runs in a row at load average 6) stays
-# inline; a 6 ms model moves after 8 runs; between 0.5 and 2 ms nothing changes.
+# 6 ms on real ones), and a probe on a busy machine can come out far too slow. A score moves
+# by one per inference: inline, up when slower than SLOW_US and down when faster than the
+# threshold; async (its times include the ~70 us hop), down when faster than FAST_ASYNC_US and
+# up when slower than the threshold. At `switch_at` an inline model goes async, at 0 an async
+# one comes back inline, and each switch doubles `switch_at` (8, 16, ... 1024), so a model
+# near the threshold on a busy machine settles instead of flip-flopping (seen: every ~10 runs
+# at load average 7). A tiny model preempted now and then stays inline; a 6 ms one moves after 8.
 SLOW_US = 4 * INLINE_THRESHOLD_US
+FAST_ASYNC_US = INLINE_THRESHOLD_US // 4
 SWITCH_SCORE = 8
+MAX_SWITCH_SCORE = 1024
 # Inputs at least this large are wrapped in place (ov.Tensor shared_memory) instead of being
 # copied into the request's own tensor: set_tensor costs ~25 us, a 256 KiB copy about the same.
 SHARE_INPUT_BYTES = 256 * 1024
@@ -139,7 +143,8 @@ class Servable:
             self.inline = self.probe_us is not None and self.probe_us < INLINE_THRESHOLD_US
         else:
             self.inline = mode == "inline"
-        self.score = 0 if self.inline else SWITCH_SCORE  # see SWITCH_SCORE
+        self.switch_at = SWITCH_SCORE  # see SLOW_US
+        self.score = 0 if self.inline else SWITCH_SCORE
         # What the handlers call: run() itself, or a Batcher in front of it (models/batcher.py).
         self.infer: Callable[[list[np.ndarray], list[int]], InferResult | Awaitable[InferResult]] = self.run
         self.batching = ""  # the Batcher's settings, for the load log line
@@ -171,17 +176,19 @@ class Servable:
             raise InferenceFailed(_short(exc)) from None
         infer_us = (time.perf_counter() - started) * 1e6
         if self.auto and (infer_us > SLOW_US or self.score and infer_us < INLINE_THRESHOLD_US):
-            self._adapt(infer_us)
+            self.adapt(infer_us)
         return InferResult(self._outputs(slot, wanted), slot, self.pool, wait_us, infer_us)
 
-    def _adapt(self, infer_us: float) -> None:
+    def adapt(self, infer_us: float) -> None:
         """`auto`: move to async when inferences are mostly slow, back inline when mostly fast."""
-        if infer_us > SLOW_US:
-            self.score = min(self.score + 1, SWITCH_SCORE)
-        elif infer_us < INLINE_THRESHOLD_US:
-            self.score = max(self.score - 1, 0)
-        if self.inline and self.score == SWITCH_SCORE or not self.inline and self.score == 0:
+        if self.inline:
+            step = 1 if infer_us > SLOW_US else -1 if infer_us < INLINE_THRESHOLD_US else 0
+        else:
+            step = -1 if infer_us < FAST_ASYNC_US else 1 if infer_us > INLINE_THRESHOLD_US else 0
+        self.score = min(max(self.score + step, 0), self.switch_at)
+        if self.inline and self.score == self.switch_at or not self.inline and self.score == 0:
             self.inline = not self.inline
+            self.switch_at = min(self.switch_at * 2, MAX_SWITCH_SCORE)
             log.info("model %s version %d: inferences take %.0f us (warm-up %.0f us): running %s from now on",
                      self.name, self.version, infer_us, self.probe_us or 0, "inline" if self.inline else "async")
 
@@ -213,8 +220,8 @@ class Servable:
             self._give_back(slot)
             raise
         infer_us = (time.perf_counter() - started) * 1e6
-        if self.auto and (infer_us < INLINE_THRESHOLD_US or self.score < SWITCH_SCORE and infer_us > SLOW_US):
-            self._adapt(infer_us)
+        if self.auto and (infer_us < FAST_ASYNC_US or self.score < self.switch_at and infer_us > INLINE_THRESHOLD_US):
+            self.adapt(infer_us)
         return InferResult(self._outputs(slot, wanted), slot, self.pool, wait_us, infer_us)
 
     def _finish(self, slot: Slot, error: InferenceFailed | None = None) -> None:

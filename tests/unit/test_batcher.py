@@ -481,15 +481,31 @@ def test_an_inline_model_that_turns_out_slow_moves_to_async() -> None:
         pending = servable.run([image], [0])
         assert not isinstance(pending, InferResult)  # an awaitable now: the loop stays free
         (await pending).release()
-        deadline = time.perf_counter() + 10  # small images again: fast, so it comes back inline
-        while not servable.inline and time.perf_counter() < deadline:  # (8 runs on a quiet machine)
-            result = servable.run([small], [0])
-            if type(result) is not InferResult:
-                result = await result  # type: ignore[misc]
-            result.release()
-        assert servable.inline
 
     run(main())
+
+
+def test_the_execution_score_switches_back_and_settles() -> None:
+    servable = compiled_servable(modelzoo.versioned_model(1), "tiny")
+    assert servable.inline and servable.score == 0 and servable.switch_at == 8
+    for _ in range(7):
+        servable.adapt(5000)  # slow
+    servable.adapt(100)  # a fast one in between only delays the move
+    assert servable.inline
+    for _ in range(2):
+        servable.adapt(5000)
+    assert not servable.inline and servable.switch_at == 16
+    for _ in range(20):
+        servable.adapt(300)  # async, neither fast (< 125 us with the hop) nor slow: stays
+    assert not servable.inline
+    for _ in range(8):
+        servable.adapt(80)
+    assert servable.inline and servable.switch_at == 32  # back inline; the next move needs 32 slow runs
+    for _ in range(31):
+        servable.adapt(5000)
+    assert servable.inline
+    servable.adapt(5000)
+    assert not servable.inline
 
 
 def test_an_async_inference_failing_inside_openvino_is_a_500_and_frees_its_request() -> None:
