@@ -1,14 +1,15 @@
 """What do metrics cost per request? Plain-Python counters (fastserve.metrics) against prometheus_client.
 
-Rules: in-process only (no sockets): the bundled demo `add` model runs inline, so App.handle is
-the whole request path minus HTTP parsing and writing. Variants run interleaved, round after
+Rules: in-process only (no sockets). The main table times what observing adds around a stub
+inference. With --full, the bundled demo `add` model also runs inline through App.handle (the
+whole request path minus HTTP parsing and writing); those variants run interleaved, round after
 round, and the best (lowest) per-round mean of each variant is reported: on a shared machine the
 minimum is the figure other processes disturb least. A second table isolates what observing
 adds around a stub inference (no OpenVINO), timed in this thread's CPU time, where the
 differences are not lost in the noise.
 Prints Markdown tables; docs/operations.md quotes them.
 
-    python bench/metrics_cost.py [--rounds 9] [--requests 1000]
+    python bench/metrics_cost.py [--full [--rounds 9] [--requests 1000]]
 """
 
 from __future__ import annotations
@@ -158,6 +159,8 @@ def observer_overhead_ns(iterations: int = 50_000, repeats: int = 5) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true",
+                        help="also time whole App.handle calls with OpenVINO (only meaningful on a quiet machine)")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--requests", type=int, default=1000)
     args = parser.parse_args(argv)
@@ -167,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|")
     for label, ns in overhead.items():
         print(f"| {label} | {ns:.0f} | {ns - base:+.0f} ns |")
+    if not args.full:
+        return 0
     print()
     apps = build_apps()
     for handle in apps.values():
