@@ -1,13 +1,11 @@
 """What do metrics cost per request? Plain-Python counters (fastserve.metrics) against prometheus_client.
 
 Rules: in-process only (no sockets). The main table times what observing adds around a stub
-inference. With --full, the bundled demo `add` model also runs inline through App.handle (the
-whole request path minus HTTP parsing and writing); those variants run interleaved, round after
-round, and the best (lowest) per-round mean of each variant is reported: on a shared machine the
-minimum is the figure other processes disturb least. A second table isolates what observing
-adds around a stub inference (no OpenVINO), timed in this thread's CPU time, where the
-differences are not lost in the noise.
-Prints Markdown tables; docs/operations.md quotes them.
+inference (no OpenVINO) in this thread's CPU time, best of 5, where the differences are not lost
+in the noise of a shared machine; docs/operations.md quotes it. With --full, the bundled demo
+`add` model also runs inline through App.handle (the whole request path minus HTTP parsing and
+writing), variants interleaved round after round, best round reported: only meaningful on a
+quiet machine, as the inference itself then dominates and varies.
 
     python bench/metrics_cost.py [--full [--rounds 9] [--requests 1000]]
 """
