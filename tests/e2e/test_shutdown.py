@@ -97,14 +97,14 @@ def test_pipelined_requests_behind_a_running_one_are_all_answered(heavy: Path) -
     server = start(heavy)
     try:
         with Conn(server.port, timeout=WAIT) as conn:
-            for batch in (16, 1, 2):  # the first runs ~0.2 s; the other two wait behind it, in order
+            for batch in (64, 1, 2):  # the first runs ~0.5-1 s; the other two wait behind it, in order
                 body, headers = heavy_body(batch)
                 conn.send(build("POST", "/v2/models/heavy/infer", body, headers))
             time.sleep(0.1)
             os.kill(server.proc.pid, signal.SIGTERM)
             replies = [conn.read() for _ in range(3)]
             assert [r.status for r in replies] == [200, 200, 200], [r.body for r in replies]
-            assert [r.json()["outputs"][0]["shape"][0] for r in replies] == [16, 1, 2]
+            assert [r.json()["outputs"][0]["shape"][0] for r in replies] == [64, 1, 2]
             assert replies[-1].headers.get("connection") == "close"
             assert conn.closed_by_peer()
         assert server.proc.wait(WAIT) == 0
