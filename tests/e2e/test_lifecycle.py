@@ -176,7 +176,7 @@ def test_debug_logs_each_request(debug_server: ServerProcess) -> None:
 
 
 def test_sigint_finishes_in_flight_requests_and_exits_0(debug_server: ServerProcess) -> None:
-    count, batch = 4, 8
+    count, batch = 6, 24  # ~1.5 s of work: still in flight when the signal lands, even on a fast machine
     conns = send_heavy(debug_server, count, batch)
     time.sleep(0.2)
     os.kill(debug_server.proc.pid, signal.SIGINT)
