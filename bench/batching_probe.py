@@ -251,7 +251,8 @@ def in_process_costs(models: dict[str, ov.Model], sizes: tuple[int, ...] = (1, 2
 BATCHING = {"max_batch_size": 16, "max_queue_delay_microseconds": 2000}
 
 
-def through_server(seconds: float, rounds: int, connections: tuple[int, ...], only: str | None = None) -> None:
+def through_server(seconds: float, rounds: int, connections: tuple[int, ...], only: str | None = None,
+                   mode: str = "auto") -> None:
     """Each model served as `plain` (no batching keys) and `batched` in one server; runs interleaved.
 
     `heavy` also gets `forced`: a dynamic-spatial reshape, so the load probe cannot time it and
@@ -274,7 +275,8 @@ def through_server(seconds: float, rounds: int, connections: tuple[int, ...], on
         entries: list[dict[str, object]] = []
         for name, (model, _, variants) in models.items():
             save_model(model, root / "models", name)
-            entries += [{"name": f"{name}_{v}", "base_path": f"models/{name}", **extra[v]} for v in variants]
+            entries += [{"name": f"{name}_{v}", "base_path": f"models/{name}", "execution_mode": mode, **extra[v]}
+                        for v in variants]
         server = ServerProcess("--config_path", str(write_config(root, entries)))
         try:
             for line in server.log().splitlines():
@@ -317,6 +319,7 @@ def main() -> None:
     parser.add_argument("--skip-in-process", action="store_true")
     parser.add_argument("--only", choices=("friendly", "tiny", "heavy"), help="one model through the server")
     parser.add_argument("--connections", default="1,32", help="comma-separated (default 1,32)")
+    parser.add_argument("--mode", default="auto", choices=("auto", "inline", "async"), help="execution_mode for all")
     args = parser.parse_args()
     seconds, rounds = (2.0, 1) if args.quick else (min(args.seconds, 10.0), args.rounds)
     if not args.skip_in_process:
@@ -331,7 +334,7 @@ def main() -> None:
         })
     print(f"\nthrough the server: closed loop, binary input, JSON output, {seconds:g} s runs, "
           f"best of {rounds} interleaved; the machine is shared, so compare ratios, not absolute req/s")
-    through_server(seconds, rounds, tuple(int(c) for c in args.connections.split(",")), args.only)
+    through_server(seconds, rounds, tuple(int(c) for c in args.connections.split(",")), args.only, args.mode)
 
 
 if __name__ == "__main__":
