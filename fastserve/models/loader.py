@@ -84,8 +84,9 @@ def select_versions(settings: ModelSettings) -> dict[int, Path]:
     return {v: on_disk[v] for v in chosen}
 
 
-# Models whose warm-up inference is shorter than this get one inference thread (see _single_threaded).
-ONE_THREAD_BELOW_US = 150
+# Models with fewer weight bytes than this also try one inference thread (see _single_threaded);
+# ResNet-50 has ~100 MB, the demo models ~15 KB, a 3-layer 512-wide MLP ~3 MB.
+ONE_THREAD_MAX_WEIGHT_BYTES = 8 << 20
 
 
 def plugin_config(settings: ModelSettings) -> dict[str, Any]:
@@ -131,7 +132,7 @@ def load_version(core: ov.Core, settings: ModelSettings, version: int, model_fil
         ) from None
     try:
         servable = Servable(settings.name, version, compiled, settings.nireq, settings.execution_mode)
-        if _wants_one_thread(servable, settings):
+        if _wants_one_thread(model, servable, settings):
             servable = _single_threaded(core, model, settings, version, config, servable)
     except RuntimeError as exc:
         raise ConfigError(f"{what}: cannot create infer requests (nireq {settings.nireq}): {_first(exc)}") from None
@@ -139,16 +140,25 @@ def load_version(core: ov.Core, settings: ModelSettings, version: int, model_fil
     return servable
 
 
-def _wants_one_thread(servable: Servable, settings: ModelSettings) -> bool:
-    """A tiny model running inline on CPU, with no threading chosen by the user."""
+def _wants_one_thread(model: ov.Model, servable: Servable, settings: ModelSettings) -> bool:
+    """A small model on CPU, not pinned to async, with no threading chosen by the user.
+
+    Small by its weights, not by the warm-up time: on a loaded machine a two-thread warm-up of
+    a 20 us model can take milliseconds (the second thread waits for a core), which is exactly
+    the case one thread cures.
+    """
     chosen = {"INFERENCE_NUM_THREADS", "NUM_STREAMS", "PERFORMANCE_HINT", "ENABLE_HYPER_THREADING"}
     return (
-        servable.inline
-        and servable.probe_us is not None
-        and servable.probe_us < ONE_THREAD_BELOW_US
+        servable.probe_us is not None
+        and settings.execution_mode != "async"
         and settings.target_device == "CPU"
         and not chosen & set(settings.plugin_config)
+        and _weight_bytes(model) < ONE_THREAD_MAX_WEIGHT_BYTES
     )
+
+
+def _weight_bytes(model: ov.Model) -> int:
+    return sum(op.get_byte_size() for op in model.get_ops() if op.get_type_name() == "Constant")
 
 
 def _single_threaded(
@@ -162,9 +172,8 @@ def _single_threaded(
     """
     compiled = core.compile_model(model, settings.target_device, {**config, "INFERENCE_NUM_THREADS": 1})
     alone = Servable(settings.name, version, compiled, settings.nireq, settings.execution_mode)
-    if alone.inline and alone.probe_us is not None and first.probe_us is not None:
-        if alone.probe_us <= first.probe_us * 1.2:
-            return alone
+    if alone.probe_us is not None and first.probe_us is not None and alone.probe_us <= first.probe_us * 1.2:
+        return alone
     return first
 
 
