@@ -11,7 +11,7 @@ Policy (greedy: never wait for nothing):
   request runs at once, as without batching; one arriving in the same iteration as it starts
   a group, and from then on every request is grouped until a batch goes out alone again.
 - A new group is sent one loop iteration later (call_soon), with whatever arrived in that
-  iteration, if fewer than `parallel` of our batches are running (the model's streams + 1).
+  iteration, if fewer than `parallel` of our batches are running (the model's streams).
 - While the model is busy the group keeps collecting until a running batch finishes, the group
   is full (`max_rows`), or its first request has waited `delay` (max_queue_delay_microseconds):
   then it is sent even if busy, so no request waits in the batcher longer than its delay.

@@ -135,7 +135,7 @@ class Servable:
         self.running: set[Slot] = set()  # async inferences started and not yet finished
         self.poll: asyncio.TimerHandle | None = None  # the failure poll while any is running
         # Inferences OpenVINO runs at once (its streams): 1 under the LATENCY hint. A Batcher holds
-        # a batch back only while this many of its batches (plus one queued) run.
+        # a batch back only while this many of its batches run.
         self.parallel = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self.probe_us = self._probe() if mode != "async" else None
         self.auto = mode == "auto"
