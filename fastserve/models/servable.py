@@ -6,13 +6,14 @@ caller encodes them and then calls InferResult.release(), so the request is not 
 its outputs are still being read or sent (zero-copy binary outputs keep it until the
 transport has drained).
 
-Execution, chosen per version at load:
-- inline: `infer()` runs on the event-loop thread. For short models this is cheapest: a
-  start_async + thread hop costs ~50-80 us here against ~33 us for a whole tiny inference.
+Execution, chosen per version at load (docs/batching.md has the measurements):
+- inline: `infer()` runs on the event-loop thread. For short models this is cheapest: the
+  async hop adds 65-85 us of latency here (OpenVINO's callback thread taking the GIL) against
+  ~35 us for a whole tiny inference.
 - async: `start_async()`; OpenVINO's callback thread hands completion back to the loop with
   call_soon_threadsafe, so the loop keeps parsing other requests while the model runs.
-`execution_mode: auto` (the default) times a warm-up inference and goes inline below
-INLINE_THRESHOLD_US.
+`execution_mode: auto` (the default) times a warm-up inference, goes inline below
+INLINE_THRESHOLD_US, and keeps adapting to the inference times it sees (SLOW_US).
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from fastserve.v2.types import TensorSpec
 
 log = logging.getLogger("fastserve.models")
 
-# Below this warm-up latency a model runs inline on the loop. Blocking the loop for 0.5 ms
-# costs other connections at most that much; the async hop costs ~0.1 ms of loop CPU per call.
+# Below this warm-up latency a model runs inline on the loop. Measured through the server (16
+# connections, MLPs of growing cost, bench/execution_probe.py): inline ahead by 22-28% at 60-130
+# us and 4-8% at 230-330 us, async ahead by ~19% from 0.6 ms on. Blocking the loop for 0.5 ms
+# also delays other connections by at most that much.
 INLINE_THRESHOLD_US = 500
 # `auto` keeps adapting after the probe, which sees the smallest shape only: real shapes, or
 # batches, can cost far more (a 64x64 convolution net probes at 61 us on a 1x1 image and takes
