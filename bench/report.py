@@ -159,4 +159,11 @@ def write_report(path: Path, meta: dict[str, Any], reps: list[Figures]) -> None:
         lines += [*(f"- {note}" for note in meta["server_notes"]), ""]
     if NOTES.exists():
         lines += ["## Profile findings (kept by hand in bench/profile_notes.md)", "", NOTES.read_text().strip(), ""]
+    side = sorted(NOTES.parent.glob("RESULTS-*.md"))
+    if side:
+        # The focused studies (binary, pipelines, workers, soak) write their own files with their
+        # commands; the report carries their latest results so everything is in one place.
+        lines += ["# Other measurements (each with the command that wrote it)", ""]
+        for report in side:
+            lines += [f"<!-- from bench/{report.name} -->", report.read_text().strip(), ""]
     path.write_text("\n".join(lines))
