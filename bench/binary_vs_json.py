@@ -39,6 +39,7 @@ import simplejpeg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.harness import read_response  # noqa: E402
 from tests.serverproc import ServerProcess  # noqa: E402
 
 SHAPE = (1, 3, 224, 224)
@@ -161,27 +162,6 @@ def request_bytes(scenario: Scenario) -> bytes:
     head += "".join(f"{k}: {v}\r\n" for k, v in scenario.headers.items())
     head += f"Content-Length: {len(scenario.body)}\r\n\r\n"
     return head.encode() + scenario.body
-
-
-def read_response(sock: socket.socket, pending: bytearray) -> tuple[int, bytes, dict[str, str]]:
-    while b"\r\n\r\n" not in pending:
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            raise ConnectionError("server closed the connection")
-        pending += chunk
-    end = pending.index(b"\r\n\r\n")
-    lines = bytes(pending[:end]).decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    del pending[: end + 4]
-    while len(pending) < length:
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            raise ConnectionError("server closed mid-body")
-        pending += chunk
-    body = bytes(pending[:length])
-    del pending[:length]
-    return int(lines[0].split()[1]), body, headers
 
 
 def answer(port: int, scenario: Scenario) -> np.ndarray:

@@ -121,3 +121,25 @@ def process_tree_cpu(pid: int) -> float:
         total += process_cpu(current)
         stack += children(current)
     return total
+
+
+def read_response(sock: socket.socket, pending: bytearray) -> tuple[int, bytes, dict[str, str]]:
+    """One Content-Length framed response: (status, body, lower-cased headers); bytes past it stay in `pending`."""
+    while b"\r\n\r\n" not in pending:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        pending += chunk
+    end = pending.index(b"\r\n\r\n")
+    lines = bytes(pending[:end]).decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    del pending[: end + 4]
+    while len(pending) < length:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("server closed mid-body")
+        pending += chunk
+    body = bytes(pending[:length])
+    del pending[:length]
+    return int(lines[0].split()[1]), body, headers

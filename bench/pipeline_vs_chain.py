@@ -39,6 +39,7 @@ import openvino.opset15 as ops
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.harness import read_response  # noqa: E402
 from tests.serverproc import ServerProcess  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS-pipelines.md"
@@ -122,25 +123,9 @@ def request(model: str, head: bytes, data: bytes | memoryview) -> list[bytes | m
 def exchange(sock: socket.socket, parts: list[bytes | memoryview], pending: bytearray) -> memoryview:
     """Send one request, return the binary output bytes of the response."""
     sock.sendmsg(parts)
-    while b"\r\n\r\n" not in pending:
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            raise ConnectionError("server closed the connection")
-        pending += chunk
-    end = pending.index(b"\r\n\r\n")
-    lines = bytes(pending[:end]).decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    del pending[: end + 4]
-    while len(pending) < length:
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            raise ConnectionError("server closed mid-body")
-        pending += chunk
-    body = bytes(pending[:length])
-    del pending[:length]
-    if not lines[0].startswith("HTTP/1.1 200"):
-        raise RuntimeError(f"{lines[0]}: {body[:300]!r}")
+    status, body, headers = read_response(sock, pending)
+    if status != 200:
+        raise RuntimeError(f"HTTP {status}: {body[:300]!r}")
     return memoryview(body)[int(headers["inference-header-content-length"]):]
 
 
