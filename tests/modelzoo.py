@@ -279,6 +279,19 @@ def heavy_model() -> ov.Model:
     return _model([y], [x], "heavy")
 
 
+def slow_compile_model(shape: list[int], ops_count: int = 450) -> ov.Model:
+    """A long chain of sin(x * 0.5): cheap to build, but the CPU plugin needs seconds to compile it.
+    Input "x", output "y", both FP32 of `shape`; used to catch the server in the middle of a compile."""
+    x = ops.parameter(shape, ov.Type.f32, name="x")
+    x.output(0).get_tensor().set_names({"x"})
+    h = x.output(0)
+    half = ops.constant(np.float32(0.5))
+    for _ in range(ops_count):
+        h = ops.sin(ops.multiply(h, half)).output(0)
+    h.get_tensor().set_names({"y"})
+    return ov.Model([h], [x], "slow")
+
+
 def write_repository(root: Path) -> Path:
     """Build the end-to-end test repository under ``root`` and return the path of ``root/config.json``.
 

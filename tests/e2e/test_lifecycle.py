@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import openvino as ov
-import openvino.opset15 as ops
 import pytest
 
-from tests.modelzoo import add_model, heavy_model, save
+from tests.modelzoo import add_model, heavy_model, save, slow_compile_model
 from tests.rawhttp import Conn, Reply, build, get
 from tests.serverproc import ServerProcess
 
@@ -235,16 +234,8 @@ def test_a_second_signal_cuts_the_drain_short(heavy_repo: Path) -> None:
 # Shutdown while a model still compiles; a model that cannot load
 
 
-def slow_model(ops_count: int = 450) -> ov.Model:
-    """A long chain of sin(x * 0.5): cheap to build, but the CPU plugin needs seconds to compile it."""
-    x = ops.parameter([1, 8], ov.Type.f32, name="x")
-    x.output(0).get_tensor().set_names({"x"})
-    h = x.output(0)
-    half = ops.constant(np.float32(0.5))
-    for _ in range(ops_count):
-        h = ops.sin(ops.multiply(h, half)).output(0)
-    h.get_tensor().set_names({"y"})
-    return ov.Model([h], [x], "slow")
+def slow_model() -> ov.Model:
+    return slow_compile_model([1, 8])
 
 
 def test_sigterm_while_loading_does_not_wait_for_the_compile(tmp_path: Path) -> None:

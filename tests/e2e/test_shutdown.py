@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import openvino as ov
-import openvino.opset15 as ops
 import pytest
 
-from tests.modelzoo import heavy_model, save
+from tests.modelzoo import heavy_model, save, slow_compile_model
 from tests.rawhttp import Conn, build
 from tests.serverproc import ServerProcess
 
@@ -113,16 +112,8 @@ def test_pipelined_requests_behind_a_running_one_are_all_answered(heavy: Path) -
         server.stop()
 
 
-def slow_model(ops_count: int = 450) -> ov.Model:
-    """A long chain of sin(x * 0.5): cheap to build, but the CPU plugin needs seconds to compile it."""
-    x = ops.parameter([1, 3, 64, 64], ov.Type.f32, name="x")
-    x.output(0).get_tensor().set_names({"x"})
-    h = x.output(0)
-    half = ops.constant(np.float32(0.5))
-    for _ in range(ops_count):
-        h = ops.sin(ops.multiply(h, half)).output(0)
-    h.get_tensor().set_names({"y"})
-    return ov.Model([h], [x], "slow")
+def slow_model() -> ov.Model:
+    return slow_compile_model([1, 3, 64, 64])
 
 
 def test_sigterm_during_a_reload_compile_does_not_wait_for_it(tmp_path: Path) -> None:
