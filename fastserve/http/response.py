@@ -28,7 +28,7 @@ _KEEP_ALIVE = b"connection: keep-alive\r\n"
 class Response:
     """What a handler returns. `on_sent` runs once the transport has taken every byte of `parts`."""
 
-    __slots__ = ("status", "content_type", "body", "parts", "headers", "on_sent")
+    __slots__ = ("status", "content_type", "body", "parts", "headers", "on_sent", "keep_alive_wire")
 
     def __init__(
         self,
@@ -45,6 +45,16 @@ class Response:
         self.parts = parts  # extra buffers after body (binary tensors); counted in Content-Length
         self.headers = headers
         self.on_sent = on_sent
+        # The wire form for the usual case (HTTP/1.1 keep-alive, not HEAD, no extra headers), kept
+        # only by responses made once and sent many times (see `fixed`).
+        self.keep_alive_wire: list[Any] | None = None
+
+    @classmethod
+    def fixed(cls, status: int = 200, body: bytes = b"") -> Response:
+        """A response sent unchanged many times (health checks): its usual wire form is built once."""
+        response = cls(status, body)
+        response.keep_alive_wire = response.wire(True, False, False)
+        return response
 
     def length(self) -> int:
         length = len(self.body)

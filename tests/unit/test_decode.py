@@ -129,6 +129,15 @@ def test_integers_out_of_range(datatype: str, side: str) -> None:
     assert message == f"Value out of range for {datatype} in input x (allowed {info.min}..{info.max})"
 
 
+@pytest.mark.parametrize("datatype", ["INT8", "UINT32"])
+def test_integers_out_of_range_in_a_long_tensor(datatype: str) -> None:
+    # Past 64 elements the range is checked by numpy reductions, below by Python's min/max.
+    info = np.iinfo(BY_NAME[datatype].numpy)
+    values = [0] * 200 + [int(info.max) + 1]
+    assert refused(body([tensor(values, datatype, [201])])).startswith(f"Value out of range for {datatype} in input x")
+    assert one([int(info.max)] * 201, datatype, [201]).tolist() == [int(info.max)] * 201
+
+
 def test_uint64_values_beyond_int64_mixed_with_small_ones() -> None:
     # numpy guesses float64 for [2**63, 1]: the exact path must keep every bit.
     assert one([2**63, 1, 2**64 - 1], "UINT64").tolist() == [2**63, 1, 2**64 - 1]
@@ -166,6 +175,13 @@ def test_fp32_max_as_printed_by_float32_repr_is_accepted() -> None:
 @pytest.mark.parametrize(("datatype", "value"), [("FP16", 65520.0), ("FP16", -70000), ("FP32", 3.5e38)])
 def test_floats_that_would_become_inf_are_refused(datatype: str, value: float) -> None:
     assert refused(body([tensor([1.0, value], datatype)])).startswith(f"Value out of range for {datatype} in input x")
+
+
+@pytest.mark.parametrize("length", [2, 64, 65, 1000])
+def test_fp32_overflow_is_found_at_any_length(length: int) -> None:
+    values = [1.0] * (length - 1) + [-3.5e38]
+    assert refused(body([tensor(values, "FP32", [length])])).startswith("Value out of range for FP32 in input x")
+    assert one([-3.4e38] * length, "FP32", [length]).dtype == np.float32
 
 
 def test_fp64_is_exact() -> None:

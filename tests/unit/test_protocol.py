@@ -488,7 +488,13 @@ def test_upgrade_is_ignored_and_parsing_goes_on(h: Harness) -> None:
 
 @pytest.mark.parametrize(
     ("data", "status"),
-    [(b"GET / HTTP/2.0\r\n\r\n", b"505"), (b"POST / HTTP/1.1\r\nExpect: magic\r\nContent-Length: 1\r\n\r\nx", b"417")],
+    [
+        (b"GET / HTTP/2.0\r\n\r\n", b"505"),
+        # Keep-alive asked for explicitly: the version cannot be told from should_keep_alive() alone.
+        (b"GET / HTTP/2.0\r\nConnection: keep-alive\r\n\r\n", b"505"),
+        (b"GET / HTTP/0.9\r\nHost: x\r\n\r\n", b"505"),
+        (b"POST / HTTP/1.1\r\nExpect: magic\r\nContent-Length: 1\r\n\r\nx", b"417"),
+    ],
 )
 def test_unsupported_version_and_expectation(h: Harness, data: bytes, status: bytes) -> None:
     h.feed(data)
