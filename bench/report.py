@@ -27,28 +27,33 @@ def _field(name: str, key: str) -> Callable[[Figures], float | None]:
     return get
 
 
-def _ratio(top: str, bottom: str) -> Callable[[Figures], float | None]:
+def _ratio(top: str, *bottoms: str) -> Callable[[Figures], float | None]:
+    """req/s of `top` over that of `bottoms` (the mean of those measured: a limit taken before and after)."""
+
     def get(figures: Figures) -> float | None:
-        a, b = figures.get(top), figures.get(bottom)
-        if a is None or b is None or not b["rps"]:
+        a = figures.get(top)
+        limits = [float(figures[b]["rps"]) for b in bottoms if b in figures]
+        if a is None or not limits or not sum(limits):
             return None
-        return float(a["rps"]) / float(b["rps"])
+        return float(a["rps"]) / (sum(limits) / len(limits))
 
     return get
 
 
+# Limits measured before and after the windows compared with them (bench/run.py)
+BARE = ("health_c32/bare", "health_c32_after/bare")
+IN_PROCESS = ("resnet_inprocess/inprocess", "resnet_inprocess_after/inprocess")
 # (what, how it is computed, ">=" or "<=", threshold, unit)
 TARGETS: list[tuple[str, Callable[[Figures], float | None], str, float, str]] = [
-    ("health: fastserve / bare uvloop+httptools, 32 conns", _ratio("health_c32/fastserve", "health_c32/bare"),
-     ">=", 0.80, "x"),
+    ("health: fastserve / bare uvloop+httptools, 32 conns", _ratio("health_c32/fastserve", *BARE), ">=", 0.80, "x"),
     ("add model, JSON, 32 conns: fastserve req/s", _field("add_json_c32/fastserve", "rps"), ">=", 7500, "req/s"),
     ("add model, JSON, 32 conns: fastserve / KServe", _ratio("add_json_c32/fastserve", "add_json_c32/kserve"),
      ">=", 10.0, "x"),
     ("add model, JSON, 32 conns: fastserve p99", _field("add_json_c32/fastserve", "p99_ms"), "<=", 10.0, "ms"),
     ("ResNet-50, binary body, 8 conns: fastserve / in-process limit",
-     _ratio("resnet_bin_c8/fastserve", "resnet_inprocess/inprocess"), ">=", 0.95, "x"),
+     _ratio("resnet_bin_c8/fastserve", *IN_PROCESS), ">=", 0.95, "x"),
     ("ResNet-50, JSON body, 8 conns: fastserve / in-process limit",
-     _ratio("resnet_json_c8/fastserve", "resnet_inprocess/inprocess"), ">=", 0.85, "x"),
+     _ratio("resnet_json_c8/fastserve", *IN_PROCESS), ">=", 0.85, "x"),
     ("dynamic batching, ResNet-50, 32 conns: batched / unbatched",
      _ratio("resnet_batched_c32/fastserve", "resnet_unbatched_c32/fastserve"), ">=", 0.95, "x"),
     ("dynamic batching, batch-friendly model, 32 conns: batched / unbatched",

@@ -54,7 +54,7 @@ class App:
     def __init__(self, settings: ServerSettings, repository: Repository) -> None:
         self.settings = settings
         self.repository = repository
-        self.route_cache: dict[tuple[bytes, bytes], Route] = {}
+        self.route_cache: dict[tuple[bytes, bytes], tuple[Handler, Route]] = {}
         self.server_metadata = orjson.dumps({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
         self.routes: dict[str, Handler] = {
             "live": self.live,
@@ -87,17 +87,17 @@ class App:
             )
 
     def handle(self, request: Request) -> Response | Awaitable[Response]:
-        key = (request.method, request.url)
-        route = self.route_cache.get(key)
-        if route is None:
+        cached = self.route_cache.get((request.method, request.url))
+        if cached is None:
             route = match(request.method, request.url)  # raises for bad URLs, which are never cached
             if len(self.route_cache) >= ROUTE_CACHE_SIZE:
                 self.route_cache.clear()
-            self.route_cache[key] = route
+            cached = self.route_cache[(request.method, request.url)] = (self.routes[route.name], route)
+        handler, route = cached
         headers = request.headers
         if b"content-encoding" in headers or b"accept-encoding" in headers:
-            return self.codings.apply(self.routes[route.name], request, route)  # gzip/deflate in or out
-        return self.routes[route.name](request, route)
+            return self.codings.apply(handler, request, route)  # gzip/deflate in or out
+        return handler(request, route)
 
     # Server endpoints
 
