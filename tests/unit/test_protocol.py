@@ -442,6 +442,12 @@ def test_timeouts_on_a_manual_clock(loop: asyncio.AbstractEventLoop) -> None:
     h.protocol.check_timeouts(now + 2.5)
     assert h.transport.take().startswith(b"HTTP/1.1 408 Request Timeout\r\n") and h.transport.eof_written
 
+    # A request line cut inside the method (no parser callback has run yet) is a started message too.
+    h = Harness(loop, header_timeout=2.0, body_timeout=3.0, keep_alive_timeout=5.0)
+    h.feed(b"GE")
+    h.protocol.check_timeouts(now + 2.5)
+    assert h.transport.take().startswith(b"HTTP/1.1 408 Request Timeout\r\n") and h.transport.eof_written
+
     h = Harness(loop, header_timeout=2.0, body_timeout=3.0, keep_alive_timeout=5.0)
     h.feed(b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nabc")
     h.protocol.check_timeouts(now + 2.5)
