@@ -11,8 +11,8 @@ caller parses it again with orjson and reports orjson's error. `tensor_from_arra
 for anything but numbers of the requested kind (booleans, strings, floats for an integer
 type, values out of 64-bit range): the caller then takes the general path with `as_list()`,
 which gives the usual error messages. Nested arrays are flattened in order and only the element
-count is checked against the shape, as the reference page says (Triton reads nested data the
-same way).
+count is checked against the shape, as the reference page says (OVMS and Triton read nested
+data the same way, and so does the orjson path in decode.py).
 """
 
 from __future__ import annotations

@@ -266,9 +266,13 @@ def _numeric(data: list[Any], datatype: Datatype, name: str) -> np.ndarray:
     try:
         loose = np.asarray(data)
     except (ValueError, TypeError, OverflowError):
-        raise InvalidInput(
-            f"Could not parse input content - data of input {name} is ragged or holds values that are not numbers"
-        ) from None
+        # Ragged nesting: read in order, as OVMS (and the simdjson path) do; only the count must match.
+        try:
+            loose = np.asarray(_flatten(data, name))
+        except (ValueError, TypeError, OverflowError):
+            raise InvalidInput(
+                f"Could not parse input content - data of input {name} holds values that are not numbers"
+            ) from None
     if loose.size == 0:
         return loose.astype(target)
     kind = loose.dtype.kind
@@ -308,6 +312,25 @@ def _extremes(array: np.ndarray) -> tuple[Any, Any]:
         values = array.ravel().tolist()
         return min(values), max(values)
     return array.min(), array.max()
+
+
+def _flatten(data: list[Any], name: str) -> list[Any]:
+    """Nested lists of any shape, in order, as one flat list."""
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                if len(stack) >= MAX_NESTING_DEPTH:
+                    raise InvalidInput(
+                        f"JSON nesting depth exceeds the allowed limit ({MAX_NESTING_DEPTH}) in input {name}"
+                    )
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
 
 
 def _exact_integers(data: list[Any], datatype: Datatype, name: str) -> np.ndarray:

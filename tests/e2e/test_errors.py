@@ -232,11 +232,17 @@ INFER_CASES: dict[str, tuple[str, Any, int, str]] = {
         400,
         COUNT + "Expected: 2 values; Actual: 4 values; input name: x",
     ),
-    "ragged data": (
+    "ragged data of the wrong count": (
         "dynamic",
-        {"inputs": [x(data=[[1, 2], [3]], shape=[1, 3])]},
+        {"inputs": [x(data=[[1, 2], [3]], shape=[2, 2])]},
         400,
-        INPUT + "data of input x is ragged or holds values that are not numbers",
+        COUNT + "Expected: 4 values; Actual: 3 values; input name: x",
+    ),
+    "data holding objects": (
+        "dynamic",
+        {"inputs": [x(data=[[1, 2], [{"a": 1}]], shape=[1, 3])]},
+        400,
+        INPUT + "data of input x holds values that are not numbers",
     ),
     # Values against the datatype
     "int above range": (

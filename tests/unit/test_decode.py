@@ -229,9 +229,13 @@ def test_bytes_data_must_be_strings() -> None:
     assert message == INPUT + "BYTES data of input x must be strings"
 
 
-def test_ragged_data() -> None:
-    message = refused(body([tensor([[1, 2], [3]], "FP32", [3])]))
-    assert message == INPUT + "data of input x is ragged or holds values that are not numbers"
+def test_ragged_data_is_read_in_order_as_ovms_does() -> None:
+    assert one([[1, 2], [3]], "FP32", [3]).tolist() == [1.0, 2.0, 3.0]
+    assert one([1, [2, [3, 4]]], "INT8", [2, 2]).tolist() == [[1, 2], [3, 4]]
+    message = refused(body([tensor([[1, 2], [3]], "FP32", [2, 2])]))
+    assert message.startswith("Invalid number of values in tensor proto container - Expected: 4 values; Actual: 3")
+    message = refused(body([tensor([[1, 2], [{"a": 1}]], "FP32", [3])]))
+    assert message == INPUT + "data of input x holds values that are not numbers"
 
 
 def test_element_count_mismatch() -> None:
