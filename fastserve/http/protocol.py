@@ -113,8 +113,7 @@ class HttpProtocol(FlowControl):
         if self.read_done:
             return  # after an error, `Connection: close` or while lingering, input is discarded
         self.last_activity = self.loop.time()
-        if not self.parsing:
-            self._begin()  # these bytes start a message (later ones in the chunk begin in on_url)
+        parsing = self.parsing
         seq = self.seq
         self.progress = False
         view: bytes | memoryview = data
@@ -140,7 +139,7 @@ class HttpProtocol(FlowControl):
             break
         if self.progress:
             self.stalled_bytes = 0
-        elif self.parsing and seq == self.seq:  # the whole chunk went into one unfinished message
+        elif parsing and self.parsing and seq == self.seq:  # the whole chunk went into one unfinished message
             self.stalled_bytes += len(data)
             if self.stalled_bytes > MAX_HEADER_BYTES:
                 self._fail(plain_error(431, "Request header fields too large"))
@@ -161,9 +160,9 @@ class HttpProtocol(FlowControl):
 
     # Parser callbacks (only the ones used: each costs a Python call per request)
 
-    def _begin(self) -> None:
-        """A new message: from data_received at a message boundary, or on_url for a pipelined one (no
-        on_message_begin callback: one Python call less per request)."""
+    def on_message_begin(self) -> None:
+        # Kept although it costs a call: only llhttp knows where a message starts (it skips CRLFs
+        # between messages, and a method cut at a chunk's end produces no other callback).
         self.seq += 1
         self.url = b""
         self.headers = {}
@@ -177,8 +176,6 @@ class HttpProtocol(FlowControl):
         self.error = None
 
     def on_url(self, url: bytes) -> None:
-        if not self.parsing:
-            self._begin()
         self.url += url
         self.header_bytes += len(url)
         if len(self.url) > MAX_URL_BYTES:
@@ -208,8 +205,6 @@ class HttpProtocol(FlowControl):
         length = int(declared) if declared is not None else 0  # llhttp has checked it is all digits
         if length > self.max_body:
             self._stop(413, f"Request body too large: {length} bytes, the limit is {self.max_body}")
-        if len(headers) == 1:
-            return  # Host alone (a health probe, wrk): none of the checks below can apply
         has_body = length > 0 or b"transfer-encoding" in headers
         if has_body and b"upgrade" in headers and b"upgrade" in headers.get(b"connection", b"").lower():
             # llhttp would skip the body of an upgrade request; refuse rather than misread it.

@@ -352,7 +352,8 @@ class Servable:
             addresses = []
             for _ in range(2):
                 self._infer_sync(slot.request)
-                addresses.append([slot.request.get_output_tensor(i).data.ctypes.data for i in range(len(static))])
+                addresses.append([slot.request.get_output_tensor(i).data.ctypes.data if fixed else 0
+                                  for i, fixed in enumerate(static)])
             return [fixed and first == second for fixed, first, second in zip(static, *addresses, strict=True)]
         except RuntimeError as exc:
             log.debug("%s: output memory check failed: %s", self.name, _short(exc))

@@ -34,24 +34,34 @@ def parse(text: memoryview) -> dict[str, Any] | None:
     """The document, with `inputs[i].data` left as simdjson Arrays; None if simdjson refuses it."""
     try:
         root = simdjson.Parser().parse(text)  # a parser per body: its Arrays may outlive this call
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RuntimeError):  # RuntimeError: nesting beyond 1024
         return None
     if not isinstance(root, simdjson.Object):
         return None
+    keys = list(root.keys())
+    if len(set(keys)) != len(keys):
+        return None  # a duplicate key: lookups here find its first value, orjson keeps the last
     doc: dict[str, Any] = {}
-    for key in root.keys():  # items() would build every value as Python objects
+    for key in keys:  # items() would build every value as Python objects
         value = root[key]
         if key == "inputs" and isinstance(value, Array):
-            doc[key] = [_input(item) for item in value]
+            inputs = [_input(item) for item in value]
+            if None in inputs:
+                return None
+            doc[key] = inputs
         else:
             doc[key] = _plain(value)
     return doc
 
 
 def _input(item: Any) -> Any:
+    """One input as a dict with its `data` left lazy; None when it repeats a key (see above)."""
     if not isinstance(item, simdjson.Object):
         return _plain(item)
-    return {key: _plain(item[key]) if key != "data" else _data(item[key]) for key in item.keys()}
+    keys = list(item.keys())
+    if len(set(keys)) != len(keys):
+        return None
+    return {key: _plain(item[key]) if key != "data" else _data(item[key]) for key in keys}
 
 
 def _data(value: Any) -> Any:

@@ -201,6 +201,7 @@ def json_to_array(data: Any, datatype: Datatype, shape: tuple[int, ...], name: s
     numbers as booleans, integers within range (all 64 bits of INT64 and UINT64).
     """
     if isinstance(data, bigjson.Array):  # from a large body: numbers go straight into a buffer
+        _check_depth(data, name)  # the same nesting limits as below
         kind = datatype.numpy.kind
         flat = bigjson.tensor_from_array(data, kind) if kind in "fiu" else None
         if flat is not None:
@@ -247,10 +248,10 @@ def _small_flat(data: list[Any], datatype: Datatype) -> np.ndarray | None:
         return None
 
 
-def _check_depth(data: list[Any], name: str) -> None:
+def _check_depth(data: list[Any] | bigjson.Array, name: str) -> None:
     """Follows the first elements only: numpy refuses ragged data anyway, so this bounds its recursion."""
     depth, item = 1, data
-    while item and isinstance(item[0], list):
+    while item and isinstance(item[0], list | bigjson.Array):
         depth += 1
         item = item[0]
         if depth > MAX_NESTING_DEPTH:
@@ -268,7 +269,8 @@ def _numeric(data: list[Any], datatype: Datatype, name: str) -> np.ndarray:
     except (ValueError, TypeError, OverflowError):
         # Ragged nesting: read in order, as OVMS (and the simdjson path) do; only the count must match.
         try:
-            loose = np.asarray(_flatten(data, name))
+            data = _flatten(data, name)
+            loose = np.asarray(data)
         except (ValueError, TypeError, OverflowError):
             raise InvalidInput(
                 f"Could not parse input content - data of input {name} holds values that are not numbers"

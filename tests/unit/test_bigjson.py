@@ -122,3 +122,30 @@ def test_empty_tensor() -> None:
     decoded = decode_request(bytearray(body([tensor([], "INT8", [0, 3])])), None)
     array = decoded.inputs[0].data
     assert array is not None and array.shape == (0, 3) and array.dtype == np.int8
+
+
+def test_nesting_beyond_simdjson_limit_is_a_400() -> None:
+    deep = "[" * 1100 + "1" + "]" * 1100
+    raw = f'{{"id":"{PAD}","inputs":[{{"name":"x","datatype":"FP32","shape":[1],"data":{deep}}}]}}'.encode()
+    assert error_of(raw).startswith("The request is not valid JSON - ")  # orjson's depth limit, then
+
+
+def test_nesting_limits_match_the_small_path() -> None:
+    for depth in (70, 200):
+        data: Any = [1.0]
+        for _ in range(depth - 1):
+            data = [data]
+        raw = body([tensor(data, "FP32", [1])])
+        assert error_of(raw) == small_error_of(raw)
+
+
+def test_duplicate_keys_keep_the_last_value_as_orjson_does() -> None:
+    first = json.dumps([tensor([1.0], "FP32", [1])])
+    second = json.dumps([tensor([2.0, 3.0], "FP32", [2])])
+    raw = f'{{"id":"{PAD}","inputs":{first},"inputs":{second}}}'.encode()
+    array = decode_request(bytearray(raw), None).inputs[0].data
+    assert array is not None and array.tolist() == [2.0, 3.0]
+    item = '{"name":"x","datatype":"FP32","shape":[1],"data":[1.0],"data":[5.0]}'
+    raw = f'{{"id":"{PAD}","inputs":[{item}]}}'.encode()
+    array = decode_request(bytearray(raw), None).inputs[0].data
+    assert array is not None and array.tolist() == [5.0]

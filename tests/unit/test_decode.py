@@ -236,6 +236,8 @@ def test_ragged_data_is_read_in_order_as_ovms_does() -> None:
     assert message.startswith("Invalid number of values in tensor proto container - Expected: 4 values; Actual: 3")
     message = refused(body([tensor([[1, 2], [{"a": 1}]], "FP32", [3])]))
     assert message == INPUT + "data of input x holds values that are not numbers"
+    # Ragged data says what is wrong with its values just as flat data does.
+    assert refused(body([tensor([[1e20], [1, 2]], "INT64", [3])])) == refused(body([tensor([1e20, 1, 2], "INT64")]))
 
 
 def test_element_count_mismatch() -> None:

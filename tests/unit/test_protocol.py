@@ -442,6 +442,23 @@ def test_timeouts_on_a_manual_clock(loop: asyncio.AbstractEventLoop) -> None:
     h.protocol.check_timeouts(now + 2.5)
     assert h.transport.take().startswith(b"HTTP/1.1 408 Request Timeout\r\n") and h.transport.eof_written
 
+    # CRLFs between requests are not a message (RFC 9112 2.2): the connection stays idle, not late.
+    h = Harness(loop, header_timeout=2.0, body_timeout=3.0, keep_alive_timeout=5.0)
+    h.feed(GET_A)
+    h.transport.take()
+    h.feed(b"\r\n")
+    h.protocol.check_timeouts(now + 4)
+    assert h.transport.out == b"" and not h.transport.closed
+    h.protocol.check_timeouts(now + 6)
+    assert h.transport.out == b"" and h.transport.closed  # the keep-alive timeout, with no 408
+
+    # So is a pipelined request cut inside its method.
+    h = Harness(loop, header_timeout=2.0, body_timeout=3.0, keep_alive_timeout=5.0)
+    h.feed(GET_A + b"GE")
+    h.transport.take()
+    h.protocol.check_timeouts(now + 2.5)
+    assert h.transport.take().startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+
     # A request line cut inside the method (no parser callback has run yet) is a started message too.
     h = Harness(loop, header_timeout=2.0, body_timeout=3.0, keep_alive_timeout=5.0)
     h.feed(b"GE")
@@ -500,6 +517,7 @@ def test_upgrade_is_ignored_and_parsing_goes_on(h: Harness) -> None:
         (b"GET / HTTP/2.0\r\nConnection: keep-alive\r\n\r\n", b"505"),
         (b"GET / HTTP/0.9\r\nHost: x\r\n\r\n", b"505"),
         (b"POST / HTTP/1.1\r\nExpect: magic\r\nContent-Length: 1\r\n\r\nx", b"417"),
+        (b"GET / HTTP/1.1\r\nExpect: magic\r\n\r\n", b"417"),  # a lone header is checked too
     ],
 )
 def test_unsupported_version_and_expectation(h: Harness, data: bytes, status: bytes) -> None:

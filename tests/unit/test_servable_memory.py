@@ -5,10 +5,12 @@ Real OpenVINO models (tests/modelzoo.py) on the CPU plugin; nothing is mocked.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
 import openvino as ov
+import openvino.opset15 as ops
 import pytest
 
 from fastserve.models.servable import SHARE_INPUT_BYTES, InferResult, Servable
@@ -61,3 +63,22 @@ def test_static_outputs_are_read_through_kept_views(static: Servable) -> None:
         np.testing.assert_array_equal(result.arrays[0], a + b)
         np.testing.assert_array_equal(result.arrays[1], a - b)
         result.release()
+
+
+def test_a_model_with_string_outputs_loads_without_touching_them() -> None:
+    # A static numeric output next to a string one: only the numeric one may keep a view (reading
+    # .data of a string tensor copies it with a warning, and raises on an empty one in 2026.4).
+    text = ops.parameter(ov.PartialShape([1]), ov.Type.string, name="text")
+    begins, ends, symbols = ops.string_tensor_unpack(text).outputs()
+    length = ops.subtract(ends, begins)
+    echo = ops.string_tensor_pack(begins, ends, symbols)
+    length.output(0).get_tensor().set_names({"length"})
+    echo.output(0).get_tensor().set_names({"echo"})
+    text.output(0).get_tensor().set_names({"text"})
+    model = ov.Model([length, echo], [text], "static_strings")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        servable = Servable("static_strings", 1, ov.Core().compile_model(model, "CPU"), 1, "inline")
+    assert servable._fixed_outputs == [True, False]
+    lengths, echoes = run(servable, [np.array([b"abc"], dtype=object)], [0, 1])
+    assert lengths.tolist() == [3] and echoes.tolist() in ([b"abc"], ["abc"])
