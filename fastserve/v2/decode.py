@@ -365,24 +365,11 @@ def _kind_word(datatype: Datatype) -> str:
 
 
 def _flatten_strings(data: list[Any], name: str) -> list[str]:
-    out: list[str] = []
-    stack = [iter(data)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, str):
-                out.append(item)
-            elif isinstance(item, list):
-                if len(stack) >= MAX_NESTING_DEPTH:
-                    raise InvalidInput(
-                        f"JSON nesting depth exceeds the allowed limit ({MAX_NESTING_DEPTH}) in input {name}"
-                    )
-                stack.append(iter(item))
-                break
-            else:
-                raise InvalidInput(f"Could not parse input content - BYTES data of input {name} must be strings")
-        else:
-            stack.pop()
-    return out
+    flat = _flatten(data, name)
+    for item in flat:
+        if not isinstance(item, str):
+            raise InvalidInput(f"Could not parse input content - BYTES data of input {name} must be strings")
+    return flat
 
 
 def _attach_binary(inputs: list[InferInput], binary: memoryview | None) -> None:
