@@ -6,6 +6,7 @@ this is what a KServe v2 user with the stock client gets without the binary exte
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from tests.rawhttp import Conn
 from tests.serverproc import ServerProcess
 
 
@@ -144,3 +146,46 @@ def test_unknown_model_reaches_the_client(client: httpclient.InferenceServerClie
         client.get_model_metadata("nope")
     assert caught.value.status() == "404"
     assert caught.value.message() == "Model with requested name is not found"
+
+
+# JSON heads of 64 KiB and more are decoded by simdjson (fastserve/v2/bigjson.py)
+
+
+@pytest.mark.parametrize(("datatype", "dtype"), [("FP32", np.float32), ("INT64", np.int64), ("UINT8", np.uint8),
+                                                  ("FP64", np.float64), ("BOOL", np.bool_)])
+def test_large_json_tensors_come_back_exact(
+    client: httpclient.InferenceServerClient, datatype: str, dtype: type
+) -> None:
+    rng = np.random.default_rng(11)
+    if dtype is np.bool_:
+        values = rng.random((40, 500)) > 0.5
+    elif np.issubdtype(dtype, np.integer):
+        # The CPU plugin keeps only 32 bits of INT64 in ops (tests/modelzoo.py); the codec's full 64-bit
+        # range on this path is covered in tests/unit/test_bigjson.py.
+        info = np.iinfo(np.int32 if dtype is np.int64 else dtype)
+        values = rng.integers(info.min, info.max, (40, 500), endpoint=True).astype(dtype)
+    else:
+        values = rng.standard_normal((40, 500)).astype(dtype)
+    result = client.infer(
+        f"identity_{datatype.lower()}", [json_input("in", values, datatype)], outputs=[json_output("out")]
+    )
+    got = result.as_numpy("out")
+    assert got.dtype == values.dtype and got.shape == values.shape
+    assert got.tobytes() == values.tobytes()
+
+
+def test_large_json_errors_are_400_and_the_connection_lives(server: ServerProcess) -> None:
+    body = {"inputs": [{"name": "in", "datatype": "INT8", "shape": [1, 30000], "data": [1] * 29999 + [300]}]}
+    cases = [
+        (json.dumps(body).encode(), "Value out of range for INT8 in input in"),
+        (json.dumps(body).encode()[:-3], "The request is not valid JSON - "),
+        (json.dumps({**body, "inputs": [{**body["inputs"][0], "data": [1.5] * 30000}]}).encode(),
+         "Could not parse input content - data of input in holds values that are not integers"),
+    ]
+    with Conn(server.port) as conn:
+        for raw, message in cases:
+            assert len(raw) >= 64 * 1024
+            reply = conn.request("POST", "/v2/models/identity_int8/infer", raw, {"Content-Type": "application/json"})
+            assert reply.status == 400 and reply.headers["content-type"] == "application/json"
+            assert reply.json()["error"].startswith(message)
+            assert conn.request("GET", "/v2/health/live").status == 200
