@@ -39,6 +39,7 @@ from fastserve.http.protocol import HttpProtocol
 from fastserve.http.state import ServerState
 from fastserve.models import pool
 from fastserve.models.repository import Repository
+from fastserve.pipelines import custom
 from fastserve.reload import Reloader
 from fastserve.settings import ServerSettings
 
@@ -70,9 +71,11 @@ def run(settings: ServerSettings, worker: WorkerRole | None = None) -> int:
     loading = Loading(repository, plan)
     reloader = Reloader(repository, settings.config_path)
     code = uvloop.run(_serve(settings, repository, loading, reloader, worker))
-    if loading.busy or reloader.busy or busy_slots(repository):
-        # Returning would shut the interpreter (and OpenVINO's plugins) down under a running compile/inference.
-        what = "loading" if loading.busy else "reloading" if reloader.busy else "inference"
+    if loading.busy or reloader.busy or busy_slots(repository) or custom.running():
+        # Returning would shut the interpreter (and OpenVINO's plugins) down under a running compile/inference,
+        # or join a custom node's thread that may never end.
+        what = ("loading" if loading.busy else "reloading" if reloader.busy
+                else "inference" if busy_slots(repository) else "custom node")
         log.info("model %s still running: exiting without waiting for it", what)
         logging.shutdown()
         sys.stdout.flush()

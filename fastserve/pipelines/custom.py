@@ -43,6 +43,7 @@ REQUIRED = ("inputs_info", "outputs_info", "execute")
 
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
+_running = 0
 # Imported files by (path, mtime, size): a config reload re-imports only a changed file.
 _file_cache: dict[tuple[str, int, int], ModuleType] = {}
 
@@ -142,6 +143,23 @@ def executor() -> ThreadPoolExecutor:
             if _executor is None:
                 _executor = ThreadPoolExecutor(CUSTOM_THREADS, thread_name_prefix="fastserve-custom")
     return _executor
+
+
+def execute_counted(execute: Callable[..., Any], inputs: dict[str, np.ndarray], params: dict[str, str]) -> Any:
+    """execute() on a pool thread, counted: a node still running at exit must not hold the process."""
+    global _running
+    with _executor_lock:
+        _running += 1
+    try:
+        return execute(inputs, params)
+    finally:
+        with _executor_lock:
+            _running -= 1
+
+
+def running() -> int:
+    """Custom node calls running on pool threads now (the server exits without joining them)."""
+    return _running
 
 
 def check_outputs(library: CustomLibrary | None, names: list[str], specs: list[TensorSpec], returned: Any

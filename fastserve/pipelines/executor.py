@@ -32,7 +32,7 @@ import numpy as np
 
 from fastserve.errors import FastServeError, InvalidInput
 from fastserve.models.servable import InferResult
-from fastserve.pipelines.custom import check_outputs
+from fastserve.pipelines.custom import check_outputs, execute_counted
 from fastserve.pipelines.custom import executor as custom_executor
 from fastserve.pipelines.graph import CUSTOM_NODE, MODEL_NODE, REQUEST_NODE, Compiled, RNode
 from fastserve.pipelines.results import Hold, NoResults, PipelineResult, drop
@@ -301,7 +301,8 @@ class Run:
         assert library is not None
         loop = asyncio.get_running_loop()
         try:
-            returned = await loop.run_in_executor(custom_executor(), library.execute, inputs, inst.node.params)
+            returned = await loop.run_in_executor(
+                custom_executor(), execute_counted, library.execute, inputs, inst.node.params)
         except Exception as exc:
             returned = exc
         self._custom_done(inst, returned)

@@ -20,13 +20,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from fastserve.settings import ServerSettings
 from fastserve.workers import reserve
-from tests.modelzoo import add_model, heavy_model, save
-from tests.rawhttp import Conn, build, get, post_json
+from tests.gates import Gate, assert_gated_ok, gated_request, write_gated_repository
+from tests.modelzoo import add_model, save
+from tests.rawhttp import Conn, get, post_json
 from tests.serverproc import ServerProcess
 
 WAIT = 60.0
@@ -38,10 +38,8 @@ ADD_BODY = {"inputs": [{"name": "a", "shape": [1, 10], "datatype": "FP32", "data
 def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("workers")
     save(add_model(), root / "add", 1)
-    save(heavy_model(), root / "heavy", 1)
     path = root / "config.json"
-    path.write_text(json.dumps({"model_config_list": [{"config": {"name": "add", "base_path": "add"}},
-                                                      {"config": {"name": "heavy", "base_path": "heavy"}}]}))
+    path.write_text(json.dumps({"model_config_list": [{"config": {"name": "add", "base_path": "add"}}]}))
     return path
 
 
@@ -88,10 +86,13 @@ def served_by(server: ServerProcess, requests: int) -> dict[str, int]:
         assert reply.status == 200, reply.body
         sums = {o["name"]: o["data"] for o in reply.json()["outputs"]}["sum"]
         assert sums == [3.0] * 10
-    time.sleep(0.2)
+    line = r"\[worker (\d+)\] \S+ \"POST /v2/models/add/infer\" 200"
+    deadline = time.monotonic() + WAIT  # each worker writes its log line after its answer: wait for all
+    while len(re.findall(line, server.log()[len(before):])) < requests and time.monotonic() < deadline:
+        time.sleep(0.01)
     new = server.log()[len(before):]
     counts: dict[str, int] = {}
-    for worker in re.findall(r"\[worker (\d+)\] \S+ \"POST /v2/models/add/infer\" 200", new):
+    for worker in re.findall(line, new):
         counts[worker] = counts.get(worker, 0) + 1
     assert sum(counts.values()) == requests, new
     return counts
@@ -134,29 +135,41 @@ def test_killed_worker_is_replaced_while_the_port_keeps_answering(pair: ServerPr
     assert set(served_by(pair, 40)) == {"0", "1"}  # the new worker serves too
 
 
-def heavy_request(batch: int) -> bytes:
-    x = np.random.default_rng(batch).standard_normal((batch, 3, 64, 64), dtype=np.float32)
-    header = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
-                                     "parameters": {"binary_data_size": x.nbytes}}]}).encode()
-    return build("POST", "/v2/models/heavy/infer", header + x.tobytes(),
-                 {"Inference-Header-Content-Length": str(len(header))})
+# Connections opened at most while waiting for both workers to hold a request: the kernel spreads
+# SO_REUSEPORT connections by hash, so a few may land on the same worker; 64 all on one is ~1e-19.
+MAX_CONNS = 64
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_to_the_parent_drains_every_worker_and_exits_0(config: Path, sig: signal.Signals) -> None:
-    server = start(config)
+def test_signal_to_the_parent_drains_every_worker_and_exits_0(tmp_path: Path, sig: signal.Signals) -> None:
+    gate = Gate(tmp_path / "gate")
+    server = start(write_gated_repository(tmp_path, gate))
+    conns: list[Conn] = []
     try:
         pids = worker_pids(server)
-        conns = [Conn(server.port, timeout=WAIT) for _ in range(8)]  # spread over both workers
-        request = heavy_request(16)
-        for conn in conns:
-            conn.send(request)
-        time.sleep(0.3)
+        # One connection per worker (told by the worker's own request log line for the client's
+        # port), each with a request held in a gate node until the test opens it: every worker has
+        # one in flight when the signal comes, however fast the CPU is.
+        by_worker: dict[str, Conn] = {}
+        while len(by_worker) < len(pids):
+            assert len(conns) < MAX_CONNS, f"{len(conns)} connections reached only workers {sorted(by_worker)}"
+            conn = Conn(server.port, timeout=WAIT)
+            conns.append(conn)
+            assert conn.request("GET", "/v2/health/live").status == 200
+            client_port = conn.sock.getsockname()[1]
+            (index,) = wait_log(server, rf"\[worker (\d+)\] 127\.0\.0\.1:{client_port} \"GET /v2/health/live\"")
+            by_worker.setdefault(index, conn)
+        for conn in by_worker.values():
+            conn.send(gated_request())
+        gate.wait_entered(len(pids))
+        assert gate.entered_pids() == set(pids.values())
         os.kill(server.proc.pid, sig)
+        wait_log(server, r"\[worker \d\] shutting down: finishing", count=len(pids))
+        assert server.proc.poll() is None and all(alive(pid) for pid in pids.values())  # draining, not gone
+        gate.open()
+        for conn in by_worker.values():
+            assert_gated_ok(conn.read())
         for conn in conns:
-            reply = conn.read()
-            assert reply.status == 200, reply.body
-            assert reply.json()["outputs"][0]["shape"] == [16, 16]
             conn.close()
         assert server.proc.wait(WAIT) == 0
         log = server.log()
@@ -165,10 +178,11 @@ def test_signal_to_the_parent_drains_every_worker_and_exits_0(config: Path, sig:
             assert f"worker {index} (pid {pid}) exited with code 0" in log
             assert len(re.findall(rf"\[worker {index}\] {sig.name} received", log)) == 1  # forwarded once
             assert not alive(pid)
-        finishing = [int(n) for n in re.findall(r"\[worker \d\] shutting down: finishing (\d+) request", log)]
-        assert sum(finishing) >= 2, log  # requests were in flight when the signal came
+            finishing = re.search(rf"\[worker {index}\] shutting down: finishing (\d+) request", log)
+            assert finishing and int(finishing.group(1)) >= 1, log  # each worker had one in flight
         assert "all workers stopped" in log and "Traceback" not in log and "unfinished" not in log
     finally:
+        gate.open()
         server.stop()
 
 
