@@ -42,11 +42,9 @@ class Gate:
         (self.folder / "open").touch()
 
 
-def write_gated_repository(root: Path, gate: Gate, **extra: object) -> Path:
-    """config.json serving "add" and the pipeline "gated" (x -> gate node -> y); returns its path."""
-    save(add_model(), root / "add")
-    doc = {
-        "model_config_list": [{"config": {"name": "add", "base_path": "add"}}],
+def gated_sections(gate: Gate) -> dict[str, list[dict[str, object]]]:
+    """The config.json sections of the pipeline "gated" (x -> gate node -> y), to add to any repository."""
+    return {
         "custom_node_library_config_list": [{"name": "gate", "base_path": str(NODE_FILE)}],
         "pipeline_config_list": [{
             "name": "gated", "inputs": ["x"],
@@ -56,8 +54,13 @@ def write_gated_repository(root: Path, gate: Gate, **extra: object) -> Path:
                        "outputs": [{"data_item": "y", "alias": "y"}]}],
             "outputs": [{"y": {"node_name": "hold", "data_item": "y"}}],
         }],
-        **extra,
     }
+
+
+def write_gated_repository(root: Path, gate: Gate, **extra: object) -> Path:
+    """config.json serving "add" and the pipeline "gated" (x -> gate node -> y); returns its path."""
+    save(add_model(), root / "add")
+    doc = {"model_config_list": [{"config": {"name": "add", "base_path": "add"}}], **gated_sections(gate), **extra}
     path = root / "config.json"
     path.write_text(json.dumps(doc))
     return path

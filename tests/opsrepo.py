@@ -10,22 +10,24 @@ from pathlib import Path
 from typing import Any
 
 from tests.modelzoo import add_model, dynamic_model, failing_model, heavy_model, save
+from tests.slowwork import spin_model
 
-BUILDERS = {"add": add_model, "dynamic": dynamic_model, "failing": failing_model, "heavy": heavy_model}
+BUILDERS = {"add": add_model, "dynamic": dynamic_model, "failing": failing_model, "heavy": heavy_model,
+            "spin": spin_model}
 
 
 def write_ops_repository(
-    root: Path, models: tuple[str, ...] = tuple(BUILDERS), heavy: dict[str, Any] | None = None,
+    root: Path, models: tuple[str, ...] = tuple(BUILDERS), extra: dict[str, dict[str, Any]] | None = None,
     top: dict[str, Any] | None = None,
 ) -> Path:
-    """`models` (of add, dynamic, failing, heavy; v1 each) under root; `heavy` adds config keys to heavy
-    (e.g. nireq), `top` adds top-level config.json sections (e.g. monitoring). Returns config.json's path."""
+    """`models` (of BUILDERS' names; v1 each) under root; `extra` adds config keys per model (e.g.
+    {"spin": {"nireq": 2}}), `top` adds top-level config.json sections (e.g. monitoring). Returns
+    config.json's path."""
     entries = []
     for name in models:
         save(BUILDERS[name](), root / name, 1)
         config: dict[str, Any] = {"name": name, "base_path": name}
-        if name == "heavy" and heavy:
-            config.update(heavy)
+        config.update((extra or {}).get(name, {}))
         entries.append({"config": config})
     path = root / "config.json"
     path.write_text(json.dumps({"model_config_list": entries, **(top or {})}, indent=2))

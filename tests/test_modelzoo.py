@@ -7,7 +7,6 @@ so the IR round trip and the OVMS layout are tested as well.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +44,7 @@ def core() -> ov.Core:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    started = time.perf_counter()
-    config = modelzoo.write_repository(tmp_path_factory.mktemp("repo"))
-    assert time.perf_counter() - started < 5.0
-    return config.parent
+    return modelzoo.write_repository(tmp_path_factory.mktemp("repo")).parent
 
 
 def compile_from(core: ov.Core, repo: Path, name: str, version: int = 1, **config: str) -> ov.CompiledModel:
@@ -305,12 +301,6 @@ def test_heavy_matches_numpy_and_is_not_trivial(core: ov.Core, repo: Path) -> No
     np.testing.assert_allclose(y, numpy_heavy(x), rtol=1e-4, atol=1e-5)
     assert np.abs(y).max() > 1e-2  # activations did not die out
 
-    request = compiled.create_infer_request()
-    one = x[:1]
-    request.infer({"x": one})
-    timings = []
-    for _ in range(5):
-        started = time.perf_counter()
-        request.infer({"x": one})
-        timings.append(time.perf_counter() - started)
-    assert 0.0005 < float(np.median(timings)) < 0.2  # meant to be ~2-20 ms; loose bounds against flakiness
+    # Not trivial in work either: its multiply-adds, counted from the weights, not timed.
+    macs = sum(64 * 64 * weight.size for weight, _ in modelzoo._heavy_parameters())
+    assert macs > (1e6 if modelzoo.SHRINK > 1 else 1e8), macs

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from tests.e2e.test_metrics import heavy_request
 from tests.opsrepo import write_ops_repository
 from tests.rawhttp import Conn, get
 from tests.serverproc import ServerProcess
+from tests.slowwork import MIN_ROWS, spin_request, spin_rows
 
 ORIGIN = "https://app.example"
 ADD = json.dumps({"inputs": [
@@ -40,8 +40,8 @@ def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
 
 @pytest.fixture(scope="module")
 def overloaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """heavy with 2 infer requests, at most 2 waiting, each for at most 0.1 s."""
-    config = write_ops_repository(tmp_path_factory.mktemp("overloaded"), ("heavy",), heavy={"nireq": 2})
+    """spin with 2 infer requests, at most 2 waiting, each for at most 0.1 s."""
+    config = write_ops_repository(tmp_path_factory.mktemp("overloaded"), ("spin",), {"spin": {"nireq": 2}})
     with ServerProcess("--config_path", str(config), "--max_queue_size", "2",
                        "--request_timeout_seconds", "0.1") as proc:
         yield proc
@@ -92,10 +92,11 @@ def test_cors_with_allowed_origins(hardened: ServerProcess) -> None:
 
 
 def test_overload_is_503_with_retry_after_and_recovers(overloaded: ServerProcess) -> None:
-    # 2 run, 2 wait (then time out: a 32-image inference takes far longer than 0.1 s), the rest are refused.
+    # 2 run, 2 wait (then time out: each inference is sized to take 1 s, 10x the wait allowed),
+    # the rest are refused.
     conns = [Conn(overloaded.port, timeout=60) for _ in range(8)]
     try:
-        request = heavy_request(32)
+        request = spin_request(spin_rows(1.0))
         for conn in conns:
             conn.send(request)
         replies = [conn.read() for conn in conns]
@@ -111,10 +112,10 @@ def test_overload_is_503_with_retry_after_and_recovers(overloaded: ServerProcess
     assert set(statuses) <= {200, 503}
     # Recovered: the queue is empty again, the model answers, the server is ready.
     with Conn(overloaded.port, timeout=60) as conn:
-        conn.send(heavy_request(1))
+        conn.send(spin_request(MIN_ROWS))
         reply = conn.read()
         assert reply.status == 200, reply.body
-        assert len(reply.json()["outputs"][0]["data"]) == 16
+        assert reply.json()["outputs"][0]["shape"] == [MIN_ROWS, 1]
     assert get(overloaded.port, "/v2/health/ready").status == 200
 
 

@@ -18,12 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from tests.modelzoo import add_model, heavy_model, save, versioned_model
-from tests.rawhttp import Conn, Reply, build, get, post_json
+from tests.modelzoo import add_model, save, versioned_model
+from tests.netstate import wait_read_by_server
+from tests.rawhttp import Conn, Reply, get, post_json
 from tests.serverproc import ServerProcess
+from tests.slowwork import spin_model, spin_request, spin_rows
 
 WAIT = 30.0  # seconds: upper bound for a change to be picked up / requests to finish
 BROKEN_XML = '<?xml version="1.0"?>\n<net name="broken" version="11">'
@@ -123,7 +124,7 @@ def test_new_version_folder_is_served_without_failing_a_request(polled: tuple[Se
         assert wait_for(lambda: len(looper.seen) > 20)
         put_version(versioned_model(2), base, 2)
         assert wait_for(lambda: looper.seen and looper.seen[-1] == 2), "version 2 was never served"
-        time.sleep(0.3)  # and it keeps serving
+        assert wait_for(lambda: len(looper.seen) > looper.seen.index(2) + 12)  # and it keeps serving
     finally:
         looper.join()
     assert not looper.failures, looper.failures[:3]
@@ -172,13 +173,13 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("on-demand")
     save(add_model(), root / "add", 1)
     save(versioned_model(1), root / "versioned", 1)
-    save(heavy_model(), root / "heavy", 1)
-    save(heavy_model(), root / "heavy", 2)
+    save(spin_model(), root / "spin", 1)
+    save(spin_model(), root / "spin", 2)
     return root
 
 
 BASE_MODELS = ({"name": "versioned", "base_path": "versioned"},
-               {"name": "heavy", "base_path": "heavy", "model_version_policy": {"all": {}}})
+               {"name": "spin", "base_path": "spin", "model_version_policy": {"all": {}}})
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +196,7 @@ def test_config_status_is_ovms_json_byte_for_byte(manual: ServerProcess) -> None
     version = ('  {{\n   "version": "{v}",\n   "state": "AVAILABLE",\n   "status": {{\n'
                '    "error_code": "OK",\n    "error_message": "OK"\n   }}\n  }}')
     expected = "{\n" + ",\n".join([
-        entry.format(name="heavy", versions=",\n".join(version.format(v=v) for v in (1, 2))),
+        entry.format(name="spin", versions=",\n".join(version.format(v=v) for v in (1, 2))),
         entry.format(name="versioned", versions=version.format(v=1)),
     ]) + "\n}"
     assert reply.body.decode() == expected
@@ -208,30 +209,26 @@ def test_reload_without_changes_answers_200_with_the_status(manual: ServerProces
 
 
 def test_removed_version_retires_after_its_in_flight_requests(manual: ServerProcess, repo: Path) -> None:
-    batch = 16  # ~0.2 s per inference on the 2-core VM; 6 of them queue on one or two infer requests
-    x = np.random.default_rng(1).standard_normal((batch, 3, 64, 64), dtype=np.float32)
-    header = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
-                                     "parameters": {"binary_data_size": x.nbytes}}]}).encode()
-    request = build("POST", "/v2/models/heavy/versions/2/infer", header + x.tobytes(),
-                    {"Inference-Header-Content-Length": str(len(header))})
+    rows = spin_rows(0.5)  # each inference sized to 0.5 s here; 6 of them queue on version 2's requests
+    request = spin_request(rows, version=2)
     conns = [Conn(manual.port, timeout=WAIT) for _ in range(6)]
     for conn in conns:
         conn.send(request)
-    time.sleep(0.2)  # they are in: the first run, the others wait for an infer request of version 2
-    shutil.rmtree(repo / "heavy" / "2")
+    wait_read_by_server([conn.sock for conn in conns])  # all 6 are in: they hold version 2
+    shutil.rmtree(repo / "spin" / "2")
     reply = reload(manual.port)
     assert reply.status == 201, reply.body
-    assert reply.json()["heavy"]["model_version_status"][1]["state"] == "UNLOADING"
-    assert get(manual.port, "/v2/models/heavy/versions/2/ready").status == 404  # no new request gets it
+    assert reply.json()["spin"]["model_version_status"][1]["state"] == "UNLOADING"
+    assert get(manual.port, "/v2/models/spin/versions/2/ready").status == 404  # no new request gets it
     for conn in conns:
         answer = conn.read()
         assert answer.status == 200, answer.body
-        assert answer.json()["model_version"] == "2" and answer.json()["outputs"][0]["shape"] == [batch, 16]
+        assert answer.json()["model_version"] == "2" and answer.json()["outputs"][0]["shape"] == [rows, 1]
         conn.close()
-    assert wait_for(lambda: states(manual.port, "heavy") == {1: ("AVAILABLE", "OK"), 2: ("END", "OK")})
-    missing = post_json(manual.port, "/v2/models/heavy/versions/2/infer", {"inputs": []})
+    assert wait_for(lambda: states(manual.port, "spin") == {1: ("AVAILABLE", "OK"), 2: ("END", "OK")})
+    missing = post_json(manual.port, "/v2/models/spin/versions/2/infer", {"inputs": []})
     assert missing.status == 404 and missing.json() == {"error": "Model with requested version is not found"}
-    assert get(manual.port, "/v2/models/heavy").json()["versions"] == ["1"]
+    assert get(manual.port, "/v2/models/spin").json()["versions"] == ["1"]
 
 
 def test_config_edits_add_and_remove_a_model(manual: ServerProcess, repo: Path) -> None:
@@ -314,8 +311,8 @@ def test_new_model_that_fails_to_load_is_reported_and_others_apply(manual: Serve
 
 def test_broken_reconfiguration_keeps_the_old_settings(manual: ServerProcess, repo: Path) -> None:
     config = repo / "config.json"
-    versioned, heavy = BASE_MODELS
-    write_config(config, {**versioned, "shape": "(1,4,4)"}, heavy)  # the model's input has 2 dims
+    versioned, spin = BASE_MODELS
+    write_config(config, {**versioned, "shape": "(1,4,4)"}, spin)  # the model's input has 2 dims
     reply = reload(manual.port)
     assert reply.status == 500, reply.body
     assert reply.json() == {"error": "Reloading config file failed. Check server logs for more info."}
@@ -327,7 +324,7 @@ def test_broken_reconfiguration_keeps_the_old_settings(manual: ServerProcess, re
     assert len(re.findall(r"\(1,4,4\) has 3 dims", manual.log())) == 1
     # a good reconfiguration reloads every version: here the policy now serves v1 and a new v2
     put_version(versioned_model(2), repo / "versioned", 2)
-    write_config(config, {**versioned, "model_version_policy": {"all": {}}}, heavy)
+    write_config(config, {**versioned, "model_version_policy": {"all": {}}}, spin)
     reply = reload(manual.port)
     assert reply.status == 201, reply.body
     for version in (1, 2):

@@ -1,6 +1,7 @@
 """HTTP/1.1 semantics of the real server on 127.0.0.1, over raw sockets.
 
-Three servers on a small repository (add, heavy, dynamic), each started once per module:
+Three servers on a small repository (add, heavy, dynamic, and the pipeline "gated" whose node
+holds each request until the test opens its gate: tests/gates.py), each started once per module:
 `srv` with a 4 MiB body limit, `strict` with 1 s header/body/keep-alive timeouts, and
 `few` with --max_connections 4. Waits are kept to 1-2 s; the timeout sweep runs once a second.
 """
@@ -19,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.gates import Gate, assert_gated_ok, gated_request, gated_sections
 from tests.modelzoo import add_model, dynamic_model, heavy_model, save
+from tests.netstate import wait_read_by_server
 from tests.rawhttp import Conn, Reply, build
 from tests.serverproc import ServerProcess
 
@@ -32,13 +35,18 @@ ADD_BODY = json.dumps(ADD_DOC).encode()
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def gate(tmp_path_factory: pytest.TempPathFactory) -> Gate:
+    return Gate(tmp_path_factory.mktemp("http_gate"))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, gate: Gate) -> Path:
     root = tmp_path_factory.mktemp("http_repo")
     for name, model in (("add", add_model()), ("heavy", heavy_model()), ("dynamic", dynamic_model())):
         save(model, root / name)
     config = root / "config.json"
     entries = [{"config": {"name": n, "base_path": n}} for n in ("add", "heavy", "dynamic")]
-    config.write_text(json.dumps({"model_config_list": entries}))
+    config.write_text(json.dumps({"model_config_list": entries, **gated_sections(gate)}))
     return config
 
 
@@ -200,7 +208,24 @@ def test_pipelined_mix_is_answered_in_order(srv: ServerProcess) -> None:
     assert replies[4].json()["model_name"] == "add"
     assert [o["shape"] for o in replies[6].json()["outputs"]] == [[3, 16]]
     assert "extensions" in replies[7].json()
-    assert "async" in next(line for line in srv.log().splitlines() if "loaded model heavy" in line)
+
+
+def test_pipelined_requests_wait_for_a_running_one_and_keep_their_order(srv: ServerProcess, gate: Gate) -> None:
+    # The first is held in the gate node until the test opens it: the fast ones behind it must
+    # neither overtake it nor be lost, however fast this machine is.
+    with Conn(srv.port, timeout=60) as conn:
+        conn.send(gated_request() + build("POST", "/v2/models/add/infer", ADD_BODY) + build("GET", "/v2/health/live"))
+        gate.wait_entered(1)
+        wait_read_by_server([conn.sock])
+        conn.sock.settimeout(0.2)
+        with pytest.raises(TimeoutError):  # nothing overtook the held request
+            conn.sock.recv(1, socket.MSG_PEEK)
+        conn.sock.settimeout(60)
+        gate.open()
+        replies = [conn.read() for _ in range(3)]
+    assert_gated_ok(replies[0])
+    assert replies[1].status == 200 and replies[1].json()["model_name"] == "add"
+    assert replies[2].status == 200 and replies[2].body == b""
 
 
 # Bodies

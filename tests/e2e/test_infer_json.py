@@ -9,6 +9,7 @@ keeps; the codec's full 64-bit range is covered by tests/unit/test_decode.py).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -276,12 +277,22 @@ def test_ranged_batch_inside_the_range(server: ServerProcess, batch: int) -> Non
 
 def test_heavy_model_runs_on_the_async_path(server: ServerProcess) -> None:
     assert "loaded model heavy version 1" in server.log()
+    # The zoo's config.json asks for it (execution_mode: async): how fast heavy is decides nothing.
     assert [line for line in server.log().splitlines() if "loaded model heavy" in line][0].count("async") == 1
     x = np.full((1, 3, 64, 64), 0.5, dtype=np.float32)
     doc = infer(server, "heavy", single("x", "FP32", [1, 3, 64, 64], x.tolist()))
     (output,) = doc["outputs"]
     assert output["shape"] == [1, 16] and output["datatype"] == "FP32"
     assert all(v >= 0 for v in output["data"]) and any(v > 0 for v in output["data"])  # mean of ReLUs
+
+
+def test_auto_models_run_inline_exactly_when_their_warm_up_is_short(server: ServerProcess) -> None:
+    # The rule itself, whatever this CPU's speed: inline below 500 us of warm-up, async above.
+    modes = re.findall(r"loaded model (\S+) version \d+ .*; (inline|async), nireq \d+, warm-up (\d+) us",
+                       server.log())
+    assert len(modes) > 10, modes
+    for name, mode, warm_up_us in modes:
+        assert (mode == "inline") == (int(warm_up_us) < 500), (name, mode, warm_up_us)
 
 
 def test_non_finite_outputs_are_null(server: ServerProcess) -> None:

@@ -131,7 +131,7 @@ def test_unread_response_keeps_its_infer_request(dynamic_server: ServerProcess) 
     with socket.create_connection(("127.0.0.1", dynamic_server.port), timeout=60) as slow:
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # a small window: most bytes stay server-side
         slow.sendall(infer_request(held_x))
-        time.sleep(0.5)  # the server answers into its buffer; we read nothing yet
+        assert slow.recv(1, socket.MSG_PEEK)  # the answer has begun: the rest waits in the server's buffer
         for value in (3.0, 5.0, 7.0, 9.0):  # the same shape again and again, on other connections
             x = np.full(shape, value, dtype=np.float32)
             with socket.create_connection(("127.0.0.1", dynamic_server.port), timeout=60) as fast:

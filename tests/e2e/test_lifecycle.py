@@ -26,6 +26,7 @@ from tests.gates import Gate, assert_gated_ok, send_gated, write_gated_repositor
 from tests.modelzoo import add_model, heavy_model, save, slow_compile_model
 from tests.rawhttp import Conn, Reply, build, get
 from tests.serverproc import ServerProcess
+from tests.slowwork import slow_compile_ops
 
 WAIT = 60.0  # seconds: upper bound for any process to start, load or exit here
 # Requests held in the gate at once: custom nodes run on at least two threads (pipelines/custom.py),
@@ -272,7 +273,8 @@ def test_a_second_signal_cuts_the_drain_short(tmp_path: Path, gate: Gate) -> Non
 
 
 def slow_model() -> ov.Model:
-    return slow_compile_model([1, 8])
+    """Sized to take 20 s to compile here: twice the exit time the test allows."""
+    return slow_compile_model([1, 8], slow_compile_ops(20.0, (1, 8)))
 
 
 def test_sigterm_while_loading_does_not_wait_for_the_compile(tmp_path: Path) -> None:

@@ -122,12 +122,8 @@ def test_killed_worker_is_replaced_while_the_port_keeps_answering(pair: ServerPr
     assert parent_of(victim) == pair.proc.pid
     os.kill(victim, signal.SIGKILL)
     wait_log(pair, rf"worker 0 \(pid {victim}\) exited with signal SIGKILL: starting a new one")
-    answered = 0
-    deadline = time.monotonic() + 1.5
-    while time.monotonic() < deadline:  # the survivor takes every new connection meanwhile
+    for _ in range(20):  # the survivor takes every new connection meanwhile
         assert get(pair.port, "/v2/health/ready").status == 200
-        answered += 1
-    assert answered > 10
     replacement = int(wait_log(pair, r"worker 0 started \(pid (\d+)\)", count=2)[-1])
     assert replacement != victim and parent_of(replacement) == pair.proc.pid
     wait_log(pair, rf"worker 0 \(pid {replacement}\) ready")

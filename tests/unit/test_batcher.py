@@ -251,7 +251,10 @@ def test_a_busy_model_makes_the_group_wait_until_a_batch_finishes() -> None:
 def test_no_request_waits_longer_than_its_delay() -> None:
     async def main() -> None:
         fake = FakeServable(async_mode=True)
-        delay = 0.03
+        # The third comes delay/3 after the second: sent at the second's deadline, it waited less
+        # than its own delay; at its own deadline it would be sent at 4/3 of it. The bounds leave
+        # the loop 30% of the delay to fire a timer late on a busy machine.
+        delay = 0.3
         batcher = batcher_for(fake, delay_us=int(delay * 1e6))
         first = batcher.infer([rows(0)], [0])  # occupies the model (never finishes until the gate opens)
         await asyncio.sleep(0.005)
@@ -262,7 +265,7 @@ def test_no_request_waits_longer_than_its_delay() -> None:
         while len(fake.batches) < 2:
             await asyncio.sleep(0.001)
         waited = fake.sent_at[1] - arrived
-        assert delay * 0.9 <= waited <= delay + 0.025, waited
+        assert delay * 0.9 <= waited <= delay * 1.3, waited
         assert fake.batches[1][0].shape[0] == 2
         fake.gate.set()
         for p in (first, second, third):
@@ -455,93 +458,5 @@ def test_a_dynamic_batch_model_gets_a_batcher_in_front() -> None:
             result.release()
         assert batcher.batches == 2 and batcher.batched_rows == 6  # the first alone, then the other five
         assert servable.pool.busy == 0
-
-    run(main())
-
-
-# Execution choice (servable): an auto model probed inline moves to async when real inputs are slow
-
-
-def test_an_inline_model_that_turns_out_slow_moves_to_async() -> None:
-    model = modelzoo.heavy_model()
-    model.reshape({"x": ov.PartialShape([-1, 3, -1, -1])})  # the warm-up probe sees a 1x1 image only
-    servable = compiled_servable(model, "heavy")
-    assert servable.inline and servable.probe_us is not None and servable.probe_us < 500
-    image = np.zeros((1, 3, 64, 64), np.float32)  # ~6 ms here: far beyond the inline threshold
-    small = np.zeros((1, 3, 4, 4), np.float32)
-    runs = 0
-    while servable.inline and runs < 60:  # a fast run between slow ones only delays the move
-        result = servable.run([small if runs % 3 == 2 else image], [0])
-        assert type(result) is InferResult
-        result.release()
-        runs += 1
-    assert not servable.inline and runs >= 8
-
-    async def main() -> None:
-        pending = servable.run([image], [0])
-        assert not isinstance(pending, InferResult)  # an awaitable now: the loop stays free
-        (await pending).release()
-
-    run(main())
-
-
-def test_the_execution_score_switches_back_and_settles() -> None:
-    servable = compiled_servable(modelzoo.versioned_model(1), "tiny")
-    assert servable.inline and servable.score == 0 and servable.switch_at == 8
-    for _ in range(7):
-        servable.adapt(5000)  # slow
-    servable.adapt(100)  # a fast one in between only delays the move
-    assert servable.inline
-    for _ in range(2):
-        servable.adapt(5000)
-    assert not servable.inline and servable.switch_at == 16
-    for _ in range(20):
-        servable.adapt(300)  # async, neither fast (< 125 us with the hop) nor slow: stays
-    assert not servable.inline
-    for _ in range(8):
-        servable.adapt(80)
-    assert servable.inline and servable.switch_at == 32  # back inline; the next move needs 32 slow runs
-    for _ in range(31):
-        servable.adapt(5000)
-    assert servable.inline
-    servable.adapt(5000)
-    assert not servable.inline
-
-
-def test_an_async_inference_failing_inside_openvino_is_a_500_and_frees_its_request() -> None:
-    servable = compiled_servable(modelzoo.failing_model(), "failing")
-    servable.inline = False
-    bad = [np.arange(6, dtype=np.float32), np.array([4, 4], np.int64)]  # 6 values cannot be 4x4
-
-    async def main() -> None:
-        started = time.perf_counter()
-        with pytest.raises(InferenceFailed, match="Internal inference error - .*reshape"):
-            await asyncio.wait_for(servable.run(bad, [0]), 5)  # type: ignore[arg-type]
-        assert time.perf_counter() - started < 1.0
-        assert servable.pool.busy == 0 and not servable.running
-        good = await servable.run([np.arange(6, dtype=np.float32), np.array([2, 3], np.int64)], [0])  # type: ignore[misc]
-        np.testing.assert_array_equal(good.arrays[0], np.arange(6, dtype=np.float32).reshape(2, 3))
-        good.release()
-        assert servable.pool.busy == 0
-
-    run(main())
-
-
-def test_a_cancelled_async_caller_frees_the_request_only_when_openvino_is_done() -> None:
-    servable = compiled_servable(modelzoo.heavy_model(), "heavy")
-    servable.inline = False
-    images = np.zeros((8, 3, 64, 64), np.float32)  # tens of ms
-
-    async def main() -> None:
-        task = asyncio.ensure_future(servable.run([images], [0]))  # type: ignore[arg-type]
-        await asyncio.sleep(0.002)
-        assert servable.pool.busy == 1
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert servable.pool.busy == 1  # OpenVINO still runs on it
-        while servable.pool.busy:
-            await asyncio.sleep(0.005)
-        assert not servable.running
 
     run(main())

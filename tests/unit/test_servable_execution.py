@@ -1,0 +1,126 @@
+"""The servable's execution choice on real compiled models: `auto` runs a model inline when its
+warm-up is short and async when it is long, moves an inline model that turns out slow to async
+(and back), and frees infer requests only when OpenVINO is done with them.
+
+Slow and fast here are measured, not assumed: the spin model of tests/slowwork.py is sized to
+take a multiple of the servable's own thresholds on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import numpy as np
+import openvino as ov
+import pytest
+
+from fastserve.errors import InferenceFailed
+from fastserve.models.servable import INLINE_THRESHOLD_US, SLOW_US, InferResult, Servable
+from tests import modelzoo
+from tests.slowwork import LAYERS, seconds_per_row, spin_input, spin_model, spin_rows
+
+# A thin spin model: 4 layers a row, so the warm-up probe (one row) stays far below the inline
+# threshold even on a slow machine, while many rows make an inference as slow as a test needs.
+THIN = 4
+
+
+def compiled_servable(model: ov.Model, name: str) -> Servable:
+    compiled = ov.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    return Servable(name, 1, compiled, 0, "auto")
+
+
+def test_auto_runs_a_model_with_a_long_warm_up_async_and_a_short_one_inline() -> None:
+    # Layers for one row to take 10x the inline threshold here (the probe runs one row).
+    per_layer_row = seconds_per_row() / LAYERS
+    layers = min(4096, math.ceil(10 * INLINE_THRESHOLD_US / 1e6 / per_layer_row))
+    slow = compiled_servable(spin_model(layers), "slow")
+    assert not slow.inline and slow.probe_us is not None and slow.probe_us >= INLINE_THRESHOLD_US, slow.probe_us
+    fast = compiled_servable(modelzoo.versioned_model(1), "fast")
+    assert fast.inline and fast.probe_us is not None and fast.probe_us < INLINE_THRESHOLD_US, fast.probe_us
+
+
+def test_an_inline_model_that_turns_out_slow_moves_to_async() -> None:
+    servable = compiled_servable(spin_model(THIN), "spin")
+    assert servable.inline and servable.probe_us is not None and servable.probe_us < INLINE_THRESHOLD_US
+    slow = spin_input(spin_rows(10 * SLOW_US / 1e6, THIN))  # 10x the time that counts as slow inline
+    small = spin_input(1)
+    runs = 0
+    while servable.inline and runs < 60:  # a fast run between slow ones only delays the move
+        result = servable.run([small if runs % 3 == 2 else slow], [0])
+        assert type(result) is InferResult
+        result.release()
+        runs += 1
+    assert not servable.inline and runs >= 8
+
+    async def main() -> None:
+        pending = servable.run([slow], [0])
+        assert not isinstance(pending, InferResult)  # an awaitable now: the loop stays free
+        (await pending).release()
+
+    asyncio.run(main())
+
+
+def test_the_execution_score_switches_back_and_settles() -> None:
+    servable = compiled_servable(modelzoo.versioned_model(1), "tiny")
+    assert servable.inline and servable.score == 0 and servable.switch_at == 8
+    for _ in range(7):
+        servable.adapt(5000)  # slow
+    servable.adapt(100)  # a fast one in between only delays the move
+    assert servable.inline
+    for _ in range(2):
+        servable.adapt(5000)
+    assert not servable.inline and servable.switch_at == 16
+    for _ in range(20):
+        servable.adapt(300)  # async, neither fast (< 125 us with the hop) nor slow: stays
+    assert not servable.inline
+    for _ in range(8):
+        servable.adapt(80)
+    assert servable.inline and servable.switch_at == 32  # back inline; the next move needs 32 slow runs
+    for _ in range(31):
+        servable.adapt(5000)
+    assert servable.inline
+    servable.adapt(5000)
+    assert not servable.inline
+
+
+def test_an_async_inference_failing_inside_openvino_is_a_500_and_frees_its_request() -> None:
+    servable = compiled_servable(modelzoo.failing_model(), "failing")
+    servable.inline = False
+    bad = [np.arange(6, dtype=np.float32), np.array([4, 4], np.int64)]  # 6 values cannot be 4x4
+
+    async def main() -> None:
+        started = time.perf_counter()
+        with pytest.raises(InferenceFailed, match="Internal inference error - .*reshape"):
+            await asyncio.wait_for(servable.run(bad, [0]), 5)  # type: ignore[arg-type]
+        assert time.perf_counter() - started < 1.0  # found by the failure poll, not by a caller's timeout
+        assert servable.pool.busy == 0 and not servable.running
+        good = await servable.run([np.arange(6, dtype=np.float32), np.array([2, 3], np.int64)], [0])  # type: ignore[misc]
+        np.testing.assert_array_equal(good.arrays[0], np.arange(6, dtype=np.float32).reshape(2, 3))
+        good.release()
+        assert servable.pool.busy == 0
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_async_caller_frees_the_request_only_when_openvino_is_done() -> None:
+    servable = compiled_servable(spin_model(), "spin")
+    servable.inline = False
+    x = spin_input(spin_rows(0.5))  # sized to run 0.5 s here: still running when the caller is cancelled
+
+    async def main() -> None:
+        task = asyncio.ensure_future(servable.run([x], [0]))  # type: ignore[arg-type]
+        while not servable.running:
+            await asyncio.sleep(0)
+        assert servable.pool.busy == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert servable.pool.busy == 1  # OpenVINO still runs on it
+        deadline = time.monotonic() + 60
+        while servable.pool.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        assert servable.pool.busy == 0 and not servable.running
+
+    asyncio.run(main())
