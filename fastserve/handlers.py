@@ -8,34 +8,25 @@ protocol.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
-from time import perf_counter
 from typing import TYPE_CHECKING
 
 import orjson
 
 from fastserve import SERVER_NAME, __version__
+from fastserve.core.inference import InferenceCore, Outcome
+from fastserve.core.trace import Trace
 from fastserve.errors import FastServeError, ModelNotFound, NotFound, Unavailable, error_body
 from fastserve.http.compression import Codings
 from fastserve.http.request import Request
 from fastserve.http.response import OCTET_STREAM, Response
 from fastserve.models.repository import Repository
-from fastserve.models.servable import InferResult, Servable
-from fastserve.pipelines.binding import bind_pipeline_inputs, image_bytes
-from fastserve.pipelines.executor import NoResults, PipelineResult, run_pipeline
-from fastserve.pipelines.graph import Compiled
 from fastserve.router import Route, match
 from fastserve.settings import ServerSettings
-from fastserve.v2 import images
 from fastserve.v2.decode import decode_request, parse_header_length
-from fastserve.v2.encode import encode_response, select_outputs
-from fastserve.v2.images import INLINE_IMAGE_BYTES, image_input_bytes
-from fastserve.v2.types import InferRequest, TensorSpec
-from fastserve.v2.validate import bind_inputs
+from fastserve.v2.encode import encode_response
 
 if TYPE_CHECKING:
-    from fastserve.observe import Trace
     from fastserve.reload import Reloader
 
 # What this server really implements, for GET /v2 (OVMS sends none; Triton lists its own).
@@ -54,6 +45,7 @@ class App:
     def __init__(self, settings: ServerSettings, repository: Repository) -> None:
         self.settings = settings
         self.repository = repository
+        self.core = InferenceCore(repository)
         self.route_cache: dict[tuple[bytes, bytes], tuple[Handler, Route]] = {}
         self.server_metadata = orjson.dumps({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
         self.routes: dict[str, Handler] = {
@@ -77,7 +69,7 @@ class App:
         if settings.metrics_enable or settings.server_timing:
             from fastserve.observe import install
 
-            install(self)
+            install(self.routes, repository, settings)
         if settings.allowed_origins:
             from fastserve.cors import Cors
 
@@ -140,7 +132,7 @@ class App:
         try:
             return Response(200, self.repository.metadata(route.model, route.version))
         except ModelNotFound:  # OVMS's lookup order: a model, then a pipeline (whose version is ignored)
-            return Response(200, self._pipeline(route.model).metadata)
+            return Response(200, self.core.pipeline(route.model).metadata)
 
     def model_ready(self, request: Request, route: Route) -> Response:
         assert route.model is not None
@@ -148,7 +140,7 @@ class App:
             try:
                 self.repository.get(route.model, route.version)
             except ModelNotFound:
-                self._pipeline(route.model)
+                self.core.pipeline(route.model)
         except Unavailable as exc:
             # The spec wants a 4xx for "not ready"; OVMS answers 404 with this text.
             raise NotFound(exc.message) from None
@@ -156,107 +148,27 @@ class App:
 
     def infer(self, request: Request, route: Route, trace: Trace | None = None) -> Response | Awaitable[Response]:
         assert route.model is not None
-        try:
-            servable = self.repository.get(route.model, route.version)
-        except ModelNotFound:
-            return self._infer_pipeline(request, route.model, trace)
-        if trace is not None:  # metrics or Server-Timing on (observe.py)
-            trace.servable = servable
+        target = self.core.target(route.model, route.version)
         body = request.body
         header_length = parse_header_length(request.headers.get(b"inference-header-content-length"), len(body))
-        decoded = decode_request(body, header_length)
-        if image_input_bytes(decoded, servable.inputs) > INLINE_IMAGE_BYTES:
-            return _infer_off_loop(route.model, servable, decoded, trace)  # big JPEG/PNG decodes leave the loop
-        arrays = bind_inputs(decoded, servable.inputs)
-        selected = select_outputs(decoded, servable.outputs)
-        if trace is not None:
-            trace.decoded = perf_counter()
-        result = servable.infer(arrays, [spec.index for spec, _ in selected])
-        if type(result) is InferResult:
-            return _respond(route.model, servable, decoded, selected, result, trace)
-        return _respond_later(route.model, servable, decoded, selected, result, trace)  # type: ignore[arg-type]
+        outcome = self.core.infer(target, decode_request(body, header_length), trace)
+        if type(outcome) is Outcome:
+            return respond(outcome)
+        return _respond_later(outcome)  # type: ignore[arg-type]
 
 
-    # Pipelines (fastserve/pipelines/): same codec, same request features, run by the DAG executor
-
-    def _pipeline(self, name: str) -> Compiled:
-        """The pipeline bound to the current models; ModelNotFound when no pipeline has the name either."""
-        pipeline = self.repository.pipelines.get(name) if self.repository.pipelines is not None else None
-        if pipeline is None:
-            raise ModelNotFound()
-        return pipeline.resolve(self.repository)
-
-    def _infer_pipeline(self, request: Request, name: str, trace: Trace | None) -> Response | Awaitable[Response]:
-        compiled = self._pipeline(name)
-        body = request.body
-        header_length = parse_header_length(request.headers.get(b"inference-header-content-length"), len(body))
-        decoded = decode_request(body, header_length)
-        if image_bytes(decoded, compiled) > INLINE_IMAGE_BYTES:
-            return _pipeline_off_loop(name, compiled, decoded, trace)
-        return _run_pipeline(name, compiled, decoded, bind_pipeline_inputs(decoded, compiled), trace)
+async def _respond_later(pending: Awaitable[Outcome]) -> Response:
+    return respond(await pending)
 
 
-def _run_pipeline(
-    name: str, compiled: Compiled, decoded: InferRequest, arrays: list, trace: Trace | None
-) -> Response | Awaitable[Response]:
-    selected = select_outputs(decoded, compiled.outputs)
-    if trace is not None:
-        trace.decoded = perf_counter()
-    try:
-        result = run_pipeline(compiled, arrays, [spec.index for spec, _ in selected])
-    except NoResults:
+def respond(outcome: Outcome) -> Response:
+    """The REST encoding of an outcome: JSON, with binary parts sent straight from tensor memory."""
+    result = outcome.result
+    if result is None:
         return Response(204)  # a demultiplexer found nothing: OVMS's 204 No Content
-    if type(result) is PipelineResult:
-        return _respond(name, compiled, decoded, selected, result, trace)  # type: ignore[arg-type]
-    return _pipeline_later(name, compiled, decoded, selected, result, trace)
-
-
-async def _pipeline_later(
-    name: str, compiled: Compiled, decoded: InferRequest, selected: list[tuple[TensorSpec, bool]],
-    pending: Awaitable[PipelineResult], trace: Trace | None,
-) -> Response:
     try:
-        result = await pending
-    except NoResults:
-        return Response(204)
-    return _respond(name, compiled, decoded, selected, result, trace)  # type: ignore[arg-type]
-
-
-async def _pipeline_off_loop(name: str, compiled: Compiled, decoded: InferRequest, trace: Trace | None) -> Response:
-    loop = asyncio.get_running_loop()
-    arrays = await loop.run_in_executor(images.executor(), bind_pipeline_inputs, decoded, compiled)
-    response = _run_pipeline(name, compiled, decoded, arrays, trace)
-    return response if isinstance(response, Response) else await response
-
-
-async def _infer_off_loop(name: str, servable: Servable, decoded: InferRequest, trace: Trace | None) -> Response:
-    loop = asyncio.get_running_loop()
-    arrays = await loop.run_in_executor(images.executor(), bind_inputs, decoded, servable.inputs)
-    selected = select_outputs(decoded, servable.outputs)
-    if trace is not None:
-        trace.decoded = perf_counter()
-    result = servable.infer(arrays, [spec.index for spec, _ in selected])
-    if type(result) is not InferResult:
-        result = await result  # type: ignore[misc]
-    return _respond(name, servable, decoded, selected, result, trace)  # type: ignore[arg-type]
-
-
-async def _respond_later(
-    name: str, servable: Servable, decoded: InferRequest, selected: list[tuple[TensorSpec, bool]],
-    pending: Awaitable[InferResult], trace: Trace | None,
-) -> Response:
-    return _respond(name, servable, decoded, selected, await pending, trace)
-
-
-def _respond(
-    name: str, servable: Servable, decoded: InferRequest, selected: list[tuple[TensorSpec, bool]], result: InferResult,
-    trace: Trace | None = None,
-) -> Response:
-    if trace is not None:
-        trace.record(result.wait_us, result.infer_us)
-    try:
-        outputs = [(spec, binary, array) for (spec, binary), array in zip(selected, result.arrays, strict=True)]
-        encoded = encode_response(name, servable.version_text, decoded, outputs)
+        outputs = [(spec, binary, array) for (spec, binary), array in zip(outcome.selected, result.arrays, strict=True)]
+        encoded = encode_response(outcome.target.name, outcome.target.version_text, outcome.decoded, outputs)
     except BaseException:
         result.release()
         raise

@@ -1,6 +1,6 @@
 """Observed endpoints: OVMS metrics and the Server-Timing header, installed only when enabled.
 
-Rules: `install(app)` swaps the App's infer, model metadata, model ready and metrics routes
+Rules: `install(routes, ...)` swaps the App's infer, model metadata, model ready and metrics routes
 for observed versions; with --metrics_enable and --server_timing_enable both off it is never
 called and the hot path runs exactly as without this module. The infer handler fills a
 `Trace` (its phase timestamps) only when one is passed. Knows the App's routes, the repository
@@ -12,47 +12,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from fastserve.core.trace import Trace
 from fastserve.errors import FastServeError
 from fastserve.http.request import Request
 from fastserve.http.response import TEXT, Response
 from fastserve.metrics import DEFAULT_FAMILIES, Metrics, ModelMetrics, ServableInfo
+from fastserve.models.repository import Repository
 from fastserve.router import Route
-
-if TYPE_CHECKING:
-    from fastserve.handlers import App
+from fastserve.settings import ServerSettings
 
 log = logging.getLogger("fastserve.metrics")
 
 
-class Trace:
-    """Phase times of one inference, filled by handlers.infer and _respond."""
-
-    __slots__ = ("servable", "decoded", "inferred", "wait_us", "infer_us")
-
-    def __init__(self) -> None:
-        self.servable: Any = None  # set once the model version is found
-        self.decoded = 0.0  # perf_counter() when the inputs were ready for the model
-        self.inferred = 0.0  # perf_counter() when the outputs were back
-        self.wait_us = 0.0
-        self.infer_us = 0.0
-
-    def record(self, wait_us: float, infer_us: float) -> None:
-        self.inferred = perf_counter()
-        self.wait_us = wait_us
-        self.infer_us = infer_us
-
-
 class Observer:
-    def __init__(self, app: App) -> None:
-        settings = app.settings
-        self.app = app
+    def __init__(self, routes: dict[str, Callable[..., Any]], repository: Repository, settings: ServerSettings) -> None:
+        self.repository = repository
         self.metrics = Metrics(settings.metrics_list or DEFAULT_FAMILIES) if settings.metrics_enable else None
         self.timing = settings.server_timing
-        self.infer = app.infer
-        self.model_metadata = app.model_metadata
-        self.model_ready = app.model_ready
+        self.infer = routes["infer"]
+        self.model_metadata = routes["model_metadata"]
+        self.model_ready = routes["model_ready"]
         self.streams: dict[int, int | None] = {}  # id(compiled model) -> NUM_STREAMS
 
     # Infer
@@ -85,7 +66,7 @@ class Observer:
         return self._succeeded(trace, started, response)
 
     def _counters(self, trace: Trace) -> ModelMetrics | None:
-        servable = trace.servable
+        servable = trace.target
         if self.metrics is None or servable is None:
             return None
         return self.metrics.model(servable.name, servable.version)
@@ -122,14 +103,14 @@ class Observer:
     def _metadata_counters(self, route: Route) -> ModelMetrics | None:
         assert route.model is not None and self.metrics is not None
         try:
-            servable = self.app.repository.get(route.model, route.version)
+            servable = self.repository.get(route.model, route.version)
         except FastServeError:
             return None
         return self.metrics.model(servable.name, servable.version)
 
     def observed_ready(self, request: Request, route: Route) -> Response:
         assert route.model is not None and self.metrics is not None
-        known = route.model in self.app.repository.models
+        known = route.model in self.repository.models
         try:
             response = self.model_ready(request, route)
         except FastServeError:
@@ -148,7 +129,7 @@ class Observer:
 
     def _served(self) -> list[ServableInfo]:
         served = []
-        for model in list(self.app.repository.models.values()):
+        for model in list(self.repository.models.values()):
             for servable in list(model.versions.values()):
                 pool = servable.pool
                 served.append(ServableInfo(servable.name, servable.version, self._streams(servable.compiled),
@@ -174,10 +155,9 @@ def server_timing(trace: Trace, started: float, ended: float) -> bytes:
     )
 
 
-def install(app: App) -> Observer:
+def install(routes: dict[str, Callable[..., Any]], repository: Repository, settings: ServerSettings) -> Observer:
     """Route infer (and, with metrics, metadata, ready and /metrics) through an Observer."""
-    observer = Observer(app)
-    routes: dict[str, Callable[..., Any]] = app.routes
+    observer = Observer(routes, repository, settings)
     routes["infer"] = observer.observed_infer
     if observer.metrics is not None:
         routes["model_metadata"] = observer.observed_metadata

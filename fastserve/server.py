@@ -200,8 +200,7 @@ async def _serve(settings: ServerSettings, repository: Repository, loading: Load
     reloader.stop()
     if watcher is not None:
         watcher.cancel()
-    # Running, queued behind one (pipelined), or still arriving: each will be answered.
-    busy = sum((c.active is not None) + len(c.pipeline) + c.parsing for c in state.connections)
+    busy = sum(connection.unfinished() for connection in state.connections)
     log.info("shutting down: finishing %d request(s)", busy)
     if server is not None:
         await _drain(state, server, settings.shutdown_timeout, force)
@@ -227,8 +226,7 @@ async def _drain(state: ServerState, server: asyncio.AbstractServer, timeout: fl
     if state.connections or state.tasks:
         log.warning("closing %d connection(s) with requests unfinished", len(state.connections))
     for connection in list(state.connections):
-        if connection.transport is not None:
-            connection.transport.abort()
+        connection.abort()
     for task in list(state.tasks):
         task.cancel()
 

@@ -3,7 +3,7 @@
 Rules: owns the connection's bytes and state only. It hands each complete request to
 `app.handle(request)` (a Response, or an awaitable of one) and writes responses in request
 order. Knows nothing of KServe, numpy or OpenVINO. Parser callbacks never let an exception
-escape except _StopParsing, which only stops the parser; every answer goes out through _send
+escape except StopParsing, which only stops the parser; every answer goes out through _send
 (a handled request) or _send_final (a request that could not be parsed: answer, then close).
 
 Flow control (the plumbing is in flow.py): while a response has not reached the socket whole
@@ -21,35 +21,19 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import httptools
 
 from fastserve.errors import FastServeError, error_body
+from fastserve.http import limits
 from fastserve.http.flow import FlowControl
+from fastserve.http.limits import MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES, StopParsing
 from fastserve.http.request import Request
 from fastserve.http.response import CONTINUE, Response, error_response, plain_error
-
-if TYPE_CHECKING:
-    from fastserve.http.state import ServerState
+from fastserve.http.state import ServerState
 
 log = logging.getLogger("fastserve.http")
-
-# Request line: nginx and Apache refuse lines over 8 KiB; v2 URLs are under 200 bytes.
-MAX_URL_BYTES = 8 * 1024
-# Header block: Triton/nginx allow 8-16 KiB per line; 64 KiB in total is generous for KServe clients.
-MAX_HEADER_BYTES = 64 * 1024
-MAX_HEADERS = 100
-# Requests parsed ahead of the one being answered, and their body bytes; beyond either we stop
-# reading (the kernel buffers then push back on the client). 16 x 4 MiB bounds a pipelining client.
-MAX_PIPELINE = 16
-MAX_PIPELINE_BYTES = 4 * 1024 * 1024
-_RETRY_AFTER = ((b"retry-after", b"1"),)
-
-
-class _StopParsing(Exception):
-    """Raised from a parser callback to stop feeding: the response is already decided."""
-
 
 class HttpProtocol(FlowControl):
     __slots__ = (
@@ -95,7 +79,8 @@ class HttpProtocol(FlowControl):
         self.last_activity = self.write_progress_at = self.loop.time()
         if len(self.state.connections) >= self.state.settings.max_connections or self.state.shutting_down:
             message = "Shutting down" if self.state.shutting_down else "Too many connections"
-            transport.writelines(Response(503, error_body(message), headers=_RETRY_AFTER).wire(False, False, False))
+            refusal = Response(503, error_body(message), headers=limits.RETRY_AFTER)
+            transport.writelines(refusal.wire(False, False, False))
             transport.close()
             self.read_done = True
             return
@@ -123,7 +108,7 @@ class HttpProtocol(FlowControl):
             except httptools.HttpParserCallbackError as exc:
                 if self.error is not None:
                     self._fail(self.error)
-                elif not isinstance(exc.__context__, _StopParsing):
+                elif not isinstance(exc.__context__, StopParsing):
                     log.error("HTTP parser callback failed", exc_info=exc.__context__)
                     self._fail(plain_error(400, "Malformed HTTP request"))
                 return
@@ -134,7 +119,7 @@ class HttpProtocol(FlowControl):
                 if view and not self.read_done:
                     continue
             except httptools.HttpParserError as exc:
-                self._fail(plain_error(400, f"Malformed HTTP request: {_reason(exc)}"))
+                self._fail(plain_error(400, f"Malformed HTTP request: {limits.reason(exc)}"))
                 return
             break
         if self.progress:
@@ -246,10 +231,10 @@ class HttpProtocol(FlowControl):
         else:
             self.pipeline.append(request)
             self.queued_bytes += len(body)
-            if len(self.pipeline) >= MAX_PIPELINE or self.queued_bytes >= MAX_PIPELINE_BYTES:
+            if len(self.pipeline) >= limits.MAX_PIPELINE or self.queued_bytes >= limits.MAX_PIPELINE_BYTES:
                 self._pause_reading()
         if self.read_done:
-            raise _StopParsing
+            raise StopParsing
 
     # Request handling
 
@@ -309,7 +294,7 @@ class HttpProtocol(FlowControl):
             transport.writelines(parts)
         self.last_activity = self.loop.time()  # an idle keep-alive period starts after the response
         if self.state.access_log:
-            log.debug('%s "%s %s" %d', _peer(transport), request.method.decode(), request.url.decode("latin-1"),
+            log.debug('%s "%s %s" %d', limits.peer(transport), request.method.decode(), request.url.decode("latin-1"),
                       response.status)
         if response.on_sent is not None:
             if self.writing_paused:
@@ -349,7 +334,7 @@ class HttpProtocol(FlowControl):
 
     def _stop(self, status: int, message: str) -> None:
         self.error = plain_error(status, message)
-        raise _StopParsing
+        raise StopParsing
 
     def _fail(self, response: Response) -> None:
         """A request that cannot be parsed: answer it after any earlier one, then close."""
@@ -369,8 +354,8 @@ class HttpProtocol(FlowControl):
     def _maybe_resume_reading(self) -> None:
         """Resume once the queue is half empty (hysteresis, so we do not flap per request)."""
         if (
-            len(self.pipeline) <= MAX_PIPELINE // 2
-            and self.queued_bytes <= MAX_PIPELINE_BYTES // 2
+            len(self.pipeline) <= limits.MAX_PIPELINE // 2
+            and self.queued_bytes <= limits.MAX_PIPELINE_BYTES // 2
             and self._resume_reading()
         ):
             self.last_activity = now = self.loop.time()  # time paused by us is not the client's delay
@@ -398,6 +383,13 @@ class HttpProtocol(FlowControl):
         elif self.active is None and not self.pipeline and 0 < settings.keep_alive_timeout < now - self.last_activity:
             transport.close()
 
+    def unfinished(self) -> int:
+        return (self.active is not None) + len(self.pipeline) + self.parsing
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
     def shutdown(self) -> None:
         """Graceful stop: idle or lingering connections close now, busy ones after their response."""
         transport = self.transport
@@ -405,12 +397,3 @@ class HttpProtocol(FlowControl):
             return
         if self.linger is not None or (self.active is None and not self.pipeline and not self.parsing):
             transport.close()
-
-
-def _reason(exc: Exception) -> str:
-    return str(exc) or type(exc).__name__
-
-
-def _peer(transport: asyncio.Transport) -> str:
-    peer = transport.get_extra_info("peername")
-    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "-"

@@ -18,13 +18,14 @@ from fastserve.errors import ConfigError, FastServeError, NotFound, Unavailable
 from fastserve.pipelines.config import DL_MODEL, PipelineConfig, parse_pipelines
 from fastserve.pipelines.custom import CustomLibrary
 from fastserve.pipelines.graph import Compiled, Definition, compile_pipeline, define
+from fastserve.pipelines.target import PipelineTarget
 
 log = logging.getLogger("fastserve.pipelines")
 NOT_LOADED = "Pipeline is not loaded yet"  # OVMS's text for a pipeline that cannot serve
 
 
 class ServedPipeline:
-    __slots__ = ("definition", "name", "models", "_cache")
+    __slots__ = ("definition", "name", "models", "_cache", "_target")
 
     def __init__(self, definition: Definition) -> None:
         self.definition = definition
@@ -33,6 +34,7 @@ class ServedPipeline:
         self.models = [(n.name, n.model_name, n.version) for n in definition.config.nodes if n.kind == DL_MODEL]
         # (servables it was checked against, the compiled graph or None, the error text)
         self._cache: tuple[tuple[Any, ...], Compiled | None, str] | None = None
+        self._target: PipelineTarget | None = None
 
     def resolve(self, repository: Any) -> Compiled:
         """The pipeline bound to the current model versions; Unavailable/NotFound when it cannot serve."""
@@ -50,6 +52,14 @@ class ServedPipeline:
         if cache[1] is None:
             raise NotFound(f"{NOT_LOADED} - {cache[2]}")
         return cache[1]
+
+    def target(self, repository: Any) -> PipelineTarget:
+        """resolve() in the core's target shape, made once per compiled graph."""
+        compiled = self.resolve(repository)
+        target = self._target
+        if target is None or target.compiled is not compiled:
+            target = self._target = PipelineTarget(compiled)
+        return target
 
     def _servable(self, repository: Any, node: str, model: str, version: int | None) -> Any:
         try:

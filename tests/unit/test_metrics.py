@@ -7,8 +7,9 @@ import re
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from fastserve.core.trace import Trace
 from fastserve.metrics import BUCKETS, DEFAULT_FAMILIES, Histogram, Metrics, ServableInfo, parse_families
-from fastserve.observe import Trace, server_timing
+from fastserve.observe import server_timing
 
 OVMS_BUCKETS = [10, 18, 32, 58, 104, 188, 340, 612, 1101, 1983, 3570, 6426, 11568, 20822, 37481, 67466, 121439,
                 218591, 393464, 708235, 1274823, 2294682, 4130428, 7434771, 13382588, 24088659, 43359586, 78047255,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from fastserve.http import protocol as protocol_module
+from fastserve.http import limits
 from fastserve.http.protocol import HttpProtocol
 from fastserve.http.request import Request
 from fastserve.http.response import CONTINUE, Response
@@ -232,11 +232,11 @@ def test_pipelining_keeps_order_around_an_awaitable(h: Harness) -> None:
 
 
 def test_pipeline_high_water_pauses_reading(h: Harness) -> None:
-    h.feed(GET_SLOW + GET_A * (protocol_module.MAX_PIPELINE + 2))
+    h.feed(GET_SLOW + GET_A * (limits.MAX_PIPELINE + 2))
     assert not h.transport.reading
     h.resolve(0, Response(200))
     assert h.transport.reading
-    assert len(split_responses(h.transport.take())) == protocol_module.MAX_PIPELINE + 3
+    assert len(split_responses(h.transport.take())) == limits.MAX_PIPELINE + 3
 
 
 def test_chunked_body(h: Harness) -> None:
@@ -406,18 +406,18 @@ def test_bytes_one_at_a_time(h: Harness) -> None:
 
 
 def test_url_too_long_is_414(h: Harness) -> None:
-    h.feed(b"GET /" + b"a" * protocol_module.MAX_URL_BYTES + b" HTTP/1.1\r\n\r\n")
+    h.feed(b"GET /" + b"a" * limits.MAX_URL_BYTES + b" HTTP/1.1\r\n\r\n")
     assert h.transport.take().startswith(b"HTTP/1.1 414 Request-URI Too Long\r\n")
 
 
 def test_header_too_large_is_431_in_one_chunk_and_dribbled(loop: asyncio.AbstractEventLoop) -> None:
     h = Harness(loop)
-    h.feed(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * (protocol_module.MAX_HEADER_BYTES + 1) + b"\r\n\r\n")
+    h.feed(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * (limits.MAX_HEADER_BYTES + 1) + b"\r\n\r\n")
     assert h.transport.take().startswith(b"HTTP/1.1 431 ")
     # One endless header value in small pieces: httptools buffers it, so we must count the chunks.
     h = Harness(loop)
     h.feed(b"GET / HTTP/1.1\r\nX-Big: ")
-    for _ in range(protocol_module.MAX_HEADER_BYTES // 4096 + 1):
+    for _ in range(limits.MAX_HEADER_BYTES // 4096 + 1):
         h.feed(b"a" * 4096)
     assert h.transport.take().startswith(b"HTTP/1.1 431 ")
     assert h.transport.eof_written
@@ -428,7 +428,7 @@ def test_header_too_large_is_431_in_one_chunk_and_dribbled(loop: asyncio.Abstrac
         h.feed(b"10000\r\n" + b"b" * 0x10000 + b"\r\n")
     h.feed(b"0\r\nX-Trailer: ")
     assert h.transport.out == b""
-    for _ in range(protocol_module.MAX_HEADER_BYTES // 4096 + 1):
+    for _ in range(limits.MAX_HEADER_BYTES // 4096 + 1):
         h.feed(b"t" * 4096)
     assert h.transport.take().startswith(b"HTTP/1.1 431 ")
 
@@ -483,7 +483,7 @@ def test_timeouts_on_a_manual_clock(loop: asyncio.AbstractEventLoop) -> None:
 
 def test_no_read_timeouts_while_we_paused_reading(loop: asyncio.AbstractEventLoop) -> None:
     h = Harness(loop, header_timeout=1.0, keep_alive_timeout=1.0)
-    h.feed(GET_SLOW + GET_A * protocol_module.MAX_PIPELINE + b"GET / HT")
+    h.feed(GET_SLOW + GET_A * limits.MAX_PIPELINE + b"GET / HT")
     assert not h.transport.reading
     h.protocol.check_timeouts(loop.time() + 10)
     assert h.transport.out == b"" and not h.transport.closed

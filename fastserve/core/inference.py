@@ -1,0 +1,106 @@
+"""The one inference path: find the target, bind the inputs, select the outputs, run, hand back.
+
+Rules: knows the repository, the v2 request types and the target shape (core/target.py); never
+HTTP or protobuf. A transport decodes its wire format into an InferRequest, calls `target()`
+and `infer()`, and encodes the Outcome; errors are raised as FastServeErrors, which each
+transport maps to its own statuses in one place. `infer()` answers now when it can (an inline
+model, a pipeline of inline nodes) and with an awaitable only when it has to wait, so the
+common small request creates no task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+
+from fastserve.core.target import Result, Target
+from fastserve.core.trace import Trace
+from fastserve.errors import ModelNotFound
+from fastserve.models.repository import Repository
+from fastserve.models.slots import InferResult
+from fastserve.pipelines.results import NoResults, PipelineResult
+from fastserve.pipelines.target import PipelineTarget
+from fastserve.v2 import images
+from fastserve.v2.encode import select_outputs
+from fastserve.v2.images import INLINE_IMAGE_BYTES
+from fastserve.v2.types import InferRequest, TensorSpec
+
+# Results that are there at once; anything else a target returns is an awaitable of one.
+_READY = frozenset((InferResult, PipelineResult))
+
+
+class Outcome:
+    """A finished inference: the selected outputs and their arrays (result None: no content,
+    a demultiplexer found nothing). The transport encodes it, then calls result.release()."""
+
+    __slots__ = ("target", "decoded", "selected", "result")
+
+    def __init__(self, target: Target, decoded: InferRequest, selected: list[tuple[TensorSpec, bool]],
+                 result: Result | None) -> None:
+        self.target = target
+        self.decoded = decoded
+        self.selected = selected
+        self.result = result
+
+
+class InferenceCore:
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
+
+    def target(self, model: str, version: int | None) -> Target:
+        """OVMS's lookup order: a model version, then a pipeline (whose version is ignored)."""
+        try:
+            return self.repository.get(model, version)
+        except ModelNotFound:
+            return self.pipeline(model)
+
+    def pipeline(self, name: str) -> PipelineTarget:
+        """ModelNotFound when no pipeline has the name either."""
+        pipelines = self.repository.pipelines
+        pipeline = pipelines.get(name) if pipelines is not None else None
+        if pipeline is None:
+            raise ModelNotFound()
+        return pipeline.target(self.repository)
+
+    def infer(self, target: Target, decoded: InferRequest, trace: Trace | None = None) -> Outcome | Awaitable[Outcome]:
+        if trace is not None and type(target) is not PipelineTarget:
+            trace.target = target  # model versions have metric series; pipelines none (as today)
+        if target.image_bytes(decoded) > INLINE_IMAGE_BYTES:
+            return self._off_loop(target, decoded, trace)  # big JPEG/PNG decodes leave the loop
+        return self._run(target, decoded, target.bind(decoded), trace)
+
+    def _run(self, target: Target, decoded: InferRequest, arrays: list[np.ndarray],
+             trace: Trace | None) -> Outcome | Awaitable[Outcome]:
+        selected = select_outputs(decoded, target.outputs)
+        if trace is not None:
+            trace.decoded = perf_counter()
+        try:
+            result: Any = target.infer(arrays, [spec.index for spec, _ in selected])
+        except NoResults:
+            return Outcome(target, decoded, selected, None)
+        if type(result) in _READY:
+            if trace is not None:
+                trace.record(result.wait_us, result.infer_us)
+            return Outcome(target, decoded, selected, result)
+        return _later(target, decoded, selected, result, trace)
+
+    async def _off_loop(self, target: Target, decoded: InferRequest, trace: Trace | None) -> Outcome:
+        loop = asyncio.get_running_loop()
+        arrays = await loop.run_in_executor(images.executor(), target.bind, decoded)
+        outcome = self._run(target, decoded, arrays, trace)
+        return outcome if type(outcome) is Outcome else await outcome  # type: ignore[misc]
+
+
+async def _later(target: Target, decoded: InferRequest, selected: list[tuple[TensorSpec, bool]],
+                 pending: Awaitable[Result], trace: Trace | None) -> Outcome:
+    try:
+        result = await pending
+    except NoResults:
+        return Outcome(target, decoded, selected, None)
+    if trace is not None:
+        trace.record(result.wait_us, result.infer_us)
+    return Outcome(target, decoded, selected, result)

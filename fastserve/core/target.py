@@ -1,0 +1,40 @@
+"""What the core runs a request on: a model version (models/servable.py's Servable) or a DAG
+pipeline (pipelines/target.py's PipelineTarget), behind one shape, so there is one inference
+path for both. Protocols only: the core depends on no concrete target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Protocol
+
+import numpy as np
+
+from fastserve.v2.types import InferRequest, TensorSpec
+
+
+class Result(Protocol):
+    """Output arrays in the order asked for, timings, and the duty to release them once encoded."""
+
+    arrays: list[np.ndarray]
+    wait_us: float
+    infer_us: float
+
+    def release(self) -> None: ...
+
+
+class Target(Protocol):
+    name: str
+    version_text: str  # the version a response names ("1"; pipelines "1" as OVMS)
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+
+    def bind(self, decoded: InferRequest) -> list[np.ndarray]:
+        """The request's arrays in input order; InvalidInput when they do not fit."""
+        ...
+
+    def image_bytes(self, decoded: InferRequest) -> int:
+        """Encoded JPEG/PNG bytes the request carries (big ones are decoded off the loop)."""
+        ...
+
+    def infer(self, arrays: list[np.ndarray], wanted: list[int]) -> Result | Awaitable[Result]: ...
