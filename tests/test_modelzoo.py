@@ -14,6 +14,7 @@ import openvino as ov
 import pytest
 
 from tests import modelzoo
+from tests.cpus import needs_two_cpus
 
 NP_TYPES: dict[str, type[np.generic]] = {
     "BOOL": np.bool_,
@@ -149,6 +150,7 @@ def test_dynamic_any_shape(core: ov.Core, repo: Path) -> None:
         np.testing.assert_array_equal(y, x * 2)
 
 
+@needs_two_cpus
 def test_ranged_accepts_batches_within_range_and_rejects_above(core: ov.Core, repo: Path) -> None:
     compiled = compile_from(core, repo, "ranged")
     for batch in (1, 4, 2):
@@ -263,6 +265,7 @@ def test_string_empty_batch_gives_empty_outputs(core: ov.Core, repo: Path) -> No
 # ---------------------------------------------------------------- failing model
 
 
+@needs_two_cpus
 def test_failing_model_raises_only_for_mismatching_shape(core: ov.Core, repo: Path) -> None:
     compiled = compile_from(core, repo, "failing")
     request = compiled.create_infer_request()

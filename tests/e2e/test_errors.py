@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.cpus import needs_two_cpus
 from tests.rawhttp import Conn, Reply
 from tests.serverproc import ServerProcess
 
@@ -366,6 +367,7 @@ def failing(x_values: list[float], shape: list[int]) -> bytes:
     ).encode()
 
 
+@needs_two_cpus
 def test_inference_failure_is_500_and_the_server_keeps_serving(server: ServerProcess) -> None:
     """failing reshapes x to `shape`; a shape that does not fit raises inside OpenVINO's infer().
 

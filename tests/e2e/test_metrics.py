@@ -11,6 +11,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from tests.cpus import needs_two_cpus
 from tests.opsrepo import write_ops_repository
 from tests.rawhttp import Conn, get, post_json
 from tests.serverproc import ServerProcess
@@ -56,6 +57,7 @@ def test_metrics_are_off_by_default(server: ServerProcess) -> None:
     assert reply.status == 200 and "server-timing" not in reply.headers
 
 
+@needs_two_cpus
 def test_counters_move_as_requests_succeed_and_fail(metered: ServerProcess) -> None:
     before = scrape(metered.port)
     client = httpclient.InferenceServerClient(metered.host)

@@ -24,6 +24,7 @@ from fastserve.config import model_from_dict
 from fastserve.errors import ConfigError
 from fastserve.models.loader import load_version, select_versions
 from fastserve.settings import ModelSettings
+from tests.cpus import CPUS
 from tests.modelzoo import add_model, dynamic_model, save, versioned_model
 from tests.rawhttp import Reply, get, post_json
 from tests.serverproc import ServerProcess
@@ -230,7 +231,7 @@ def load(core: ov.Core, repo: Path, base: str, **fields: Any) -> Any:
 
 @pytest.mark.parametrize(("plugin_config", "expected"), [
     ({}, {"PERFORMANCE_HINT": "LATENCY"}),  # OVMS's default when neither hint nor streams are given
-    ({"NUM_STREAMS": 2}, {"NUM_STREAMS": 2}),
+    ({"NUM_STREAMS": 2}, {"NUM_STREAMS": min(2, CPUS)}),  # OpenVINO caps streams at the CPUs it may use
     ({"NUM_STREAMS": "2", "INFERENCE_NUM_THREADS": 1}, {"NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": 1}),  # capped
     ({"PERFORMANCE_HINT": "THROUGHPUT"}, {"PERFORMANCE_HINT": "THROUGHPUT"}),
     ({"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}, {"ENABLE_CPU_PINNING": False}),

@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 from fastserve.custom_nodes import argmax, image_crop
+from tests.cpus import needs_two_cpus
 from tests.modelzoo import add_model, dynamic_model, failing_model, save
 from tests.rawhttp import Conn, get, post_json
 from tests.serverproc import ServerProcess
@@ -225,6 +226,7 @@ def test_request_errors_as_for_a_model(server: ServerProcess) -> None:
     assert reply.json()["error"] == "Unknown output name: sum (the model's outputs are: scaled, total)"
 
 
+@needs_two_cpus
 def test_failing_node_is_named(server: ServerProcess) -> None:
     body = {"inputs": [fp32("x", np.arange(6, dtype=np.float32)),
                        {"name": "shape", "shape": [2], "datatype": "INT64", "data": [4, 4]}]}
