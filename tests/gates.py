@@ -42,32 +42,33 @@ class Gate:
         (self.folder / "open").touch()
 
 
-def gated_sections(gate: Gate) -> dict[str, list[dict[str, object]]]:
-    """The config.json sections of the pipeline "gated" (x -> gate node -> y), to add to any repository."""
+def gated_sections(**gates: Gate) -> dict[str, list[dict[str, object]]]:
+    """config.json sections of one pipeline per keyword (x -> gate node -> y), held by that gate."""
     return {
         "custom_node_library_config_list": [{"name": "gate", "base_path": str(NODE_FILE)}],
         "pipeline_config_list": [{
-            "name": "gated", "inputs": ["x"],
+            "name": name, "inputs": ["x"],
             "nodes": [{"name": "hold", "type": "custom", "library_name": "gate",
                        "params": {"dir": str(gate.folder)},
                        "inputs": [{"x": {"node_name": "request", "data_item": "x"}}],
                        "outputs": [{"data_item": "y", "alias": "y"}]}],
             "outputs": [{"y": {"node_name": "hold", "data_item": "y"}}],
-        }],
+        } for name, gate in gates.items()],
     }
 
 
 def write_gated_repository(root: Path, gate: Gate, **extra: object) -> Path:
     """config.json serving "add" and the pipeline "gated" (x -> gate node -> y); returns its path."""
     save(add_model(), root / "add")
-    doc = {"model_config_list": [{"config": {"name": "add", "base_path": "add"}}], **gated_sections(gate), **extra}
+    models = [{"config": {"name": "add", "base_path": "add"}}]
+    doc = {"model_config_list": models, **gated_sections(gated=gate), **extra}
     path = root / "config.json"
     path.write_text(json.dumps(doc))
     return path
 
 
-def gated_request() -> bytes:
-    return build("POST", "/v2/models/gated/infer", GATED_BODY.encode(), {"Content-Type": "application/json"})
+def gated_request(pipeline: str = "gated") -> bytes:
+    return build("POST", f"/v2/models/{pipeline}/infer", GATED_BODY.encode(), {"Content-Type": "application/json"})
 
 
 def send_gated(port: int, count: int, timeout: float = 60.0) -> list[Conn]:

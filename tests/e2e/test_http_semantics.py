@@ -1,7 +1,8 @@
 """HTTP/1.1 semantics of the real server on 127.0.0.1, over raw sockets.
 
-Three servers on a small repository (add, heavy, dynamic, and the pipeline "gated" whose node
-holds each request until the test opens its gate: tests/gates.py), each started once per module:
+Three servers on a small repository (add, heavy, dynamic, and the pipelines "gated" and "held",
+whose node holds each request until the test opens its gate: tests/gates.py), each started once
+per module:
 `srv` with a 4 MiB body limit, `strict` with 1 s header/body/keep-alive timeouts, and
 `few` with --max_connections 4. Waits are kept to 1-2 s; the timeout sweep runs once a second.
 """
@@ -22,7 +23,7 @@ import pytest
 
 from tests.gates import Gate, assert_gated_ok, gated_request, gated_sections
 from tests.modelzoo import add_model, dynamic_model, heavy_model, save
-from tests.netstate import wait_read_by_server
+from tests.netstate import wait_read_by_server, wait_server_got_fin
 from tests.rawhttp import Conn, Reply, build
 from tests.serverproc import ServerProcess
 
@@ -40,13 +41,18 @@ def gate(tmp_path_factory: pytest.TempPathFactory) -> Gate:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory, gate: Gate) -> Path:
+def half_gate(tmp_path_factory: pytest.TempPathFactory) -> Gate:
+    return Gate(tmp_path_factory.mktemp("http_half_gate"))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, gate: Gate, half_gate: Gate) -> Path:
     root = tmp_path_factory.mktemp("http_repo")
     for name, model in (("add", add_model()), ("heavy", heavy_model()), ("dynamic", dynamic_model())):
         save(model, root / name)
     config = root / "config.json"
     entries = [{"config": {"name": n, "base_path": n}} for n in ("add", "heavy", "dynamic")]
-    config.write_text(json.dumps({"model_config_list": entries, **gated_sections(gate)}))
+    config.write_text(json.dumps({"model_config_list": entries, **gated_sections(gated=gate, held=half_gate)}))
     return config
 
 
@@ -174,12 +180,18 @@ def test_request_after_connection_close_is_not_answered(srv: ServerProcess) -> N
     assert [r.status for r in replies] == [200]
 
 
-def test_half_close_still_gets_every_answer(srv: ServerProcess) -> None:
+def test_half_close_still_gets_every_answer(srv: ServerProcess, half_gate: Gate) -> None:
+    # Both are sent and the write side shut while the first is held in the gate node: the server
+    # has the EOF before it answers anything, so the last answer says it closes.
     with srv.connect() as sock:
-        sock.sendall(build("POST", "/v2/models/heavy/infer", heavy_body(1)) + build("GET", "/v2/health/live"))
+        sock.sendall(gated_request("held") + build("GET", "/v2/health/live"))
         sock.shutdown(socket.SHUT_WR)
+        half_gate.wait_entered(1)
+        wait_server_got_fin(sock)
+        half_gate.open()
         replies = parse_all(read_to_eof(sock))
     assert [r.status for r in replies] == [200, 200]
+    assert_gated_ok(replies[0])
     assert replies[-1].headers["connection"] == "close"
 
 
