@@ -1,6 +1,7 @@
 """What the core runs a request on: a model version (models/servable.py's Servable) or a DAG
 pipeline (pipelines/target.py's PipelineTarget), behind one shape, so there is one inference
-path for both. Protocols only: the core depends on no concrete target.
+path for both. Protocols only; inference.py knows the two concrete targets just to tell a
+pipeline (no metric series) and a result that is there at once.
 """
 
 from __future__ import annotations
