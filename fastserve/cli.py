@@ -17,6 +17,7 @@ from typing import Any
 
 from fastserve import __version__
 from fastserve.errors import ConfigError
+from fastserve.grpc.flags import add_grpc_flags, grpc_settings
 from fastserve.settings import DEFAULT_MAX_REQUEST_SIZE, ServerSettings
 
 log = logging.getLogger("fastserve")
@@ -26,9 +27,6 @@ DEFAULT_REST_PORT = 8000
 # Flags that describe the one model of --model_name/--model_path; --config_path excludes them.
 SINGLE_MODEL_FLAGS = ("model_name", "model_path", "model_version_policy", "nireq", "target_device", "plugin_config",
                       "shape", "batch_size", "layout")
-# OVMS's gRPC flags: accepted so OVMS command lines keep working, with a warning (no gRPC here).
-GRPC_FLAGS = ("port", "grpc_bind_address", "grpc_workers", "grpc_max_threads", "grpc_memory_quota",
-              "grpc_channel_arguments")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,10 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--file_system_poll_wait_seconds", type=int, default=1,
                      help="seconds between checks of config.json and version folders (hot reload); "
                      "0: only on POST /v1/config/reload")
-    grpc = p.add_argument_group("OVMS gRPC flags: accepted with a warning and ignored (fastserve serves REST only)")
-    grpc.add_argument("--port", type=int, help="OVMS gRPC port")
-    for flag in GRPC_FLAGS[1:]:
-        grpc.add_argument(f"--{flag}", metavar="VALUE", help="OVMS gRPC setting")
+    add_grpc_flags(p)
     return p
 
 
@@ -145,8 +140,9 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         body_timeout=args.body_timeout,
         shutdown_timeout=args.shutdown_timeout,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
-        rest_workers=args.rest_workers,
+        rest_workers=max(args.rest_workers, args.grpc_workers if args.port else 1),
         **operations_settings(args, doc, config_path),
+        **grpc_settings(args),
     )
 
 
@@ -224,11 +220,15 @@ def configure_logging(level: str, path: Path | None) -> None:
     root.setLevel({"TRACE": "DEBUG"}.get(level, level))
 
 
-def warn_ignored(args: argparse.Namespace) -> None:
-    for flag in GRPC_FLAGS:
-        value = getattr(args, flag)
-        if value is not None and not (flag == "port" and value == 0):
-            log.warning("--%s %s: ignored, fastserve has no gRPC endpoint (REST only)", flag, value)
+def log_grpc_mapping(args: argparse.Namespace) -> None:
+    """Say what the gRPC flags that have no one-to-one grpcio setting do here."""
+    if args.grpc_max_threads is not None:
+        log.info("--grpc_max_threads %d: gRPC calls run on the event loop, no thread per call; nothing to bound",
+                 args.grpc_max_threads)
+    if args.port and args.grpc_workers > args.rest_workers:
+        log.info("--grpc_workers %d: %d worker processes serve REST and gRPC", args.grpc_workers, args.grpc_workers)
+    if not args.port and args.grpc_workers > 1:
+        log.warning("--grpc_workers %d: no gRPC server without --port", args.grpc_workers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args)
         configure_logging(settings.log_level, settings.log_path)
         to_file = settings.log_path is not None
-        warn_ignored(args)
+        log_grpc_mapping(args)
         if settings.config_path is not None and not args.config_path:
             log.info("no --config_path or --model_path given: serving the bundled demo models")
         if settings.rest_workers > 1:

@@ -67,6 +67,10 @@ class Unavailable(FastServeError):
         super().__init__(message, headers=((b"retry-after", str(retry_after).encode()),))
 
 
+class Overloaded(Unavailable):
+    """A full queue or a queue wait that ran out: 503 on REST, RESOURCE_EXHAUSTED on gRPC."""
+
+
 class InferenceFailed(FastServeError):
     status = 500
 

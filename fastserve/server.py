@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvloop
 
@@ -42,6 +43,9 @@ from fastserve.models.repository import Repository
 from fastserve.pipelines import custom
 from fastserve.reload import Reloader
 from fastserve.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from fastserve.grpc.server import GrpcServer
 
 log = logging.getLogger("fastserve")
 SWEEP_INTERVAL = 1.0  # seconds between timeout checks of all connections
@@ -142,6 +146,26 @@ async def _listen(settings: ServerSettings, state: ServerState, app: App, reuse_
     return server
 
 
+async def _listen_grpc(settings: ServerSettings, app: App, reuse_port: bool) -> GrpcServer | bool | None:
+    """The gRPC server when --port is given (None without; False when it cannot bind)."""
+    if not settings.grpc_port:
+        return None
+    from fastserve.grpc.server import GrpcServer  # grpcio loads only where gRPC is served
+
+    rpc = GrpcServer(settings, app.core, reuse_port)
+    return rpc if await rpc.start() else False
+
+
+async def _stop_grpc(rpc: GrpcServer, timeout: float, force: asyncio.Event) -> None:
+    stopping = asyncio.ensure_future(rpc.stop(timeout))
+    forced = asyncio.ensure_future(force.wait())
+    await asyncio.wait([stopping, forced], return_when=asyncio.FIRST_COMPLETED)
+    if not stopping.done():  # a second signal: cut the remaining calls now
+        await rpc.stop(0)
+        await stopping
+    forced.cancel()
+
+
 async def _serve(settings: ServerSettings, repository: Repository, loading: Loading, reloader: Reloader,
                  worker: WorkerRole | None) -> int:
     loop = asyncio.get_running_loop()
@@ -149,9 +173,14 @@ async def _serve(settings: ServerSettings, repository: Repository, loading: Load
     app = App(settings, repository)
     app.reloader = reloader
     server = None
+    rpc = None
     if worker is None or not worker.listen_after_load:
         server = await _listen(settings, state, app, worker is not None)
         if server is None:
+            return 1
+        rpc = await _listen_grpc(settings, app, worker is not None)
+        if rpc is False:
+            server.close()
             return 1
 
     stop = asyncio.Event()
@@ -177,7 +206,8 @@ async def _serve(settings: ServerSettings, repository: Repository, loading: Load
         error = loaded.result()
         if error is None and server is None:  # a replacement worker: listen now that it can serve
             server = await _listen(settings, state, app, True)
-            if server is None:
+            rpc = await _listen_grpc(settings, app, True) if server is not None else None
+            if server is None or rpc is False:
                 exit_code = 1
                 stop.set()
         if error is None and server is not None:
@@ -202,8 +232,12 @@ async def _serve(settings: ServerSettings, repository: Repository, loading: Load
         watcher.cancel()
     busy = sum(connection.unfinished() for connection in state.connections)
     log.info("shutting down: finishing %d request(s)", busy)
+    draining = []
     if server is not None:
-        await _drain(state, server, settings.shutdown_timeout, force)
+        draining.append(_drain(state, server, settings.shutdown_timeout, force))
+    if rpc:  # GOAWAY, then in-flight calls get the same time as REST's
+        draining.append(_stop_grpc(rpc, settings.shutdown_timeout, force))
+    await asyncio.gather(*draining)
     await _settle(repository, SETTLE_TIMEOUT)
     sweeper.cancel()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -112,3 +112,10 @@ class ServerSettings:
     # uses 1 KiB); 0 never compresses.
     compression_min_size: int = 1024
     pipelines: tuple[Any, ...] = ()
+    # gRPC (fastserve/grpc/flags.py has OVMS's flags and defaults): port 0 serves no gRPC.
+    grpc_port: int = 0
+    grpc_bind_address: str = "0.0.0.0"
+    grpc_workers: int = 1
+    grpc_max_threads: int | None = None
+    grpc_memory_quota: int = 2 << 30
+    grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()

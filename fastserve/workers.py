@@ -214,21 +214,31 @@ class Supervisor:
 def supervise(settings: ServerSettings) -> int:
     """Reserve the port, start and watch the workers; the exit code."""
     try:
-        reserved, port = reserve(settings)
+        reserved, port = reserve(settings.rest_bind_address, settings.rest_port)
     except OSError as exc:
         log.error("cannot listen on %s port %d: %s", settings.rest_bind_address, settings.rest_port,
                   exc.strerror or exc)
         return 1
-    log.info("%d workers sharing port %d (SO_REUSEPORT)", settings.rest_workers, port)
+    if settings.grpc_port:  # held like the REST port, so a busy port is found here, not in each worker
+        try:
+            held, _ = reserve(settings.grpc_bind_address, settings.grpc_port)
+        except OSError as exc:
+            log.error("cannot start the gRPC server at %s port %d: %s", settings.grpc_bind_address,
+                      settings.grpc_port, exc.strerror or exc)
+            for sock in reserved:
+                sock.close()
+            return 1
+        reserved += held
+    log.info("%d workers sharing port %d%s (SO_REUSEPORT)", settings.rest_workers, port,
+             f" and gRPC port {settings.grpc_port}" if settings.grpc_port else "")
     return Supervisor(dataclasses.replace(settings, rest_port=port), reserved).run()
 
 
-def reserve(settings: ServerSettings) -> tuple[list[socket.socket], int]:
+def reserve(bind_address: str, port: int) -> tuple[list[socket.socket], int]:
     """One bound, non-listening SO_REUSEPORT socket per address, all on one port (picked when 0)."""
-    port = settings.rest_port
     reserved: list[socket.socket] = []
     try:
-        for host in (h.strip() for h in settings.rest_bind_address.split(",") if h.strip()):
+        for host in (h.strip() for h in bind_address.split(",") if h.strip()):
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
             family, _, _, _, address = infos[0]
             if port:

@@ -19,6 +19,6 @@ def zoo_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(zoo_config: Path) -> Iterator[ServerProcess]:
-    """One fastserve process on the zoo for the whole session (tests that need their own start one)."""
-    with ServerProcess("--config_path", str(zoo_config)) as proc:
+    """One fastserve process on the zoo for the whole session, REST and gRPC (tests that need their own start one)."""
+    with ServerProcess("--config_path", str(zoo_config), grpc=True) as proc:
         yield proc

@@ -1,6 +1,8 @@
 """Starts the real fastserve process on 127.0.0.1 for end-to-end tests, and stops it by PID.
 
-The server binds port 0 and logs the port it got, so parallel runs never collide.
+The server binds port 0 and logs the port it got, so parallel runs never collide. gRPC has no
+"pick a free port" (OVMS's --port 0 means no gRPC server), so `grpc=True` picks a free port
+here and passes it; the server refuses a busy one loudly, and then one more port is tried.
 """
 
 from __future__ import annotations
@@ -17,21 +19,54 @@ import urllib.request
 from pathlib import Path
 
 LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+GRPC_LISTENING = "listening on grpc://127.0.0.1:"
+GRPC_BUSY = "cannot start the gRPC server"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class ServerProcess:
-    def __init__(self, *args: str, ready_timeout: float = 60.0, wait_ready: bool = True) -> None:
+    def __init__(self, *args: str, ready_timeout: float = 60.0, wait_ready: bool = True, grpc: bool = False) -> None:
+        for attempt in range(2):
+            self.grpc_port = free_port() if grpc else 0
+            self._start(args, ready_timeout)
+            if not grpc or GRPC_BUSY not in self.log() or attempt:
+                break
+            self.stop()  # someone took the port between our check and the server's bind
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.host = f"127.0.0.1:{self.port}"
+        self.grpc_host = f"127.0.0.1:{self.grpc_port}"
+        if grpc:
+            self._wait_grpc(ready_timeout)
+        if wait_ready:
+            self.wait_ready(ready_timeout)
+
+    def _start(self, args: tuple[str, ...], ready_timeout: float) -> None:
         self.log_file = Path(tempfile.mkstemp(prefix="fastserve-", suffix=".log")[1])
         self._log = self.log_file.open("wb")
         command = [sys.executable, "-m", "fastserve", "--rest_bind_address", "127.0.0.1"]
         if "--rest_port" not in args:
             command += ["--rest_port", "0"]
+        if self.grpc_port:
+            command += ["--port", str(self.grpc_port), "--grpc_bind_address", "127.0.0.1"]
         self.proc = subprocess.Popen([*command, *args], stdout=self._log, stderr=subprocess.STDOUT)
-        self.port = self._wait_port(ready_timeout)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.host = f"127.0.0.1:{self.port}"
-        if wait_ready:
-            self.wait_ready(ready_timeout)
+        try:
+            self.port = self._wait_port(ready_timeout)
+        except RuntimeError:
+            if not (self.grpc_port and GRPC_BUSY in self.log()):
+                raise
+            self.port = 0
+
+    def _wait_grpc(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while GRPC_LISTENING + str(self.grpc_port) not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"fastserve did not serve gRPC on {self.grpc_port}:\n{self.log()}")
+            time.sleep(0.05)
 
     def _wait_port(self, timeout: float) -> int:
         deadline = time.monotonic() + timeout

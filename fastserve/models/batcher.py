@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
-from fastserve.errors import FastServeError, InferenceFailed, Unavailable
+from fastserve.errors import FastServeError, InferenceFailed, Overloaded
 from fastserve.models.pool import LIMITS, RETRY_AFTER_SECONDS
 from fastserve.models.servable import InferResult
 
@@ -139,7 +139,7 @@ class Batcher:
         if not 0 < rows <= self.max_rows or any(a.ndim == 0 or a.shape[0] != rows for a in arrays):
             return self.run(arrays, wanted)  # cannot share a batch: runs alone, as without batching
         if self.outstanding >= self.max_queued:
-            raise Unavailable(f"Too many requests waiting for model {self.name} ({self.outstanding} queued for "
+            raise Overloaded(f"Too many requests waiting for model {self.name} ({self.outstanding} queued for "
                               f"batching)", RETRY_AFTER_SECONDS)
         loop = self.loop = asyncio.get_running_loop()
         if not (self.crowded or self.running or self.groups or self.alone_pending):

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from fastserve.errors import Unavailable
+from fastserve.errors import Overloaded
 
 SlotT = TypeVar("SlotT")
 
@@ -60,7 +60,7 @@ class SlotPool(Generic[SlotT]):
             return self.idle.pop()
         limits = self.limits
         if len(self.waiters) >= limits.max_waiting:
-            raise Unavailable(f"Too many requests waiting for model {self.name}", RETRY_AFTER_SECONDS)
+            raise Overloaded(f"Too many requests waiting for model {self.name}", RETRY_AFTER_SECONDS)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[SlotT] = loop.create_future()
         self.waiters.append(waiter)
@@ -83,7 +83,7 @@ class SlotPool(Generic[SlotT]):
 
     def _expire(self, waiter: asyncio.Future[SlotT]) -> None:
         if not waiter.done():
-            waiter.set_exception(Unavailable(
+            waiter.set_exception(Overloaded(
                 f"Timed out after {self.limits.timeout:g} s waiting for an infer request of model {self.name}",
                 RETRY_AFTER_SECONDS,
             ))

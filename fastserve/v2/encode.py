@@ -68,9 +68,9 @@ def encode_response(
     parts: list[Any] = []
     described = []
     for spec, binary, array in outputs:
-        entry: dict[str, Any] = {"name": spec.name, "datatype": _datatype_name(spec, array), "shape": array.shape}
+        entry: dict[str, Any] = {"name": spec.name, "datatype": datatype_name(spec, array), "shape": array.shape}
         if binary:
-            buffer = _binary_buffer(spec, array)
+            buffer = binary_buffer(spec, array)
             entry["parameters"] = {"binary_data_size": buffer.nbytes}
             parts.append(buffer)
         else:
@@ -82,7 +82,7 @@ def encode_response(
     return EncodedResponse(head, parts, len(head) if parts else None)
 
 
-def _datatype_name(spec: TensorSpec, array: np.ndarray) -> str:
+def datatype_name(spec: TensorSpec, array: np.ndarray) -> str:
     return spec.datatype.name if spec.datatype is not None else spec.type_name
 
 
@@ -103,7 +103,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _binary_buffer(spec: TensorSpec, array: np.ndarray) -> memoryview:
+def binary_buffer(spec: TensorSpec, array: np.ndarray) -> memoryview:
     if spec.datatype is BYTES or array.dtype.kind in "OSU":
         # Strings have no fixed-size layout: one length-prefixed buffer is built (the only copy).
         chunks = []

@@ -58,7 +58,7 @@ def json_to_array(data: Any, datatype: Datatype, shape: tuple[int, ...], name: s
         kind = datatype.numpy.kind
         flat = bigjson.tensor_from_array(data, kind) if kind in "fiu" else None
         if flat is not None:
-            return _sized(_in_range(flat, datatype, name), element_count(shape), name).reshape(shape)
+            return sized(in_range(flat, datatype, name), element_count(shape), name).reshape(shape)
         data = data.as_list()  # anything else takes the general path and its messages
     if not isinstance(data, list):
         raise InvalidInput(f"Could not parse input content - data of input {name} must be an array")
@@ -71,10 +71,10 @@ def json_to_array(data: Any, datatype: Datatype, shape: tuple[int, ...], name: s
         if array is None:
             _check_depth(data, name)
             array = _numeric(data, datatype, name)
-    return _sized(array, expected, name).reshape(shape)
+    return sized(array, expected, name).reshape(shape)
 
 
-def _sized(array: np.ndarray, expected: int, name: str) -> np.ndarray:
+def sized(array: np.ndarray, expected: int, name: str) -> np.ndarray:
     if array.size != expected:
         raise InvalidInput(
             f"Invalid number of values in tensor proto container - Expected: {expected} values; "
@@ -138,10 +138,10 @@ def _numeric(data: list[Any], datatype: Datatype, name: str) -> np.ndarray:
         raise InvalidInput(
             f"Could not parse input content - data of input {name} holds values that are not {_kind_word(datatype)}"
         )
-    return _in_range(loose, datatype, name)
+    return in_range(loose, datatype, name)
 
 
-def _in_range(loose: np.ndarray, datatype: Datatype, name: str) -> np.ndarray:
+def in_range(loose: np.ndarray, datatype: Datatype, name: str) -> np.ndarray:
     """`loose` (numbers of the datatype's kind, any width) as the datatype, refusing values it cannot hold."""
     target = datatype.numpy
     if target.kind in "iu":

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from fastserve.settings import ServerSettings
 from fastserve.workers import reserve
 from tests.gates import Gate, assert_gated_ok, gated_request, write_gated_repository
 from tests.modelzoo import add_model, save
@@ -225,8 +224,7 @@ def test_a_port_in_use_exits_1_before_any_worker_starts(config: Path) -> None:
 
 
 def test_reserve_gives_one_port_to_every_address_and_refuses_a_taken_one() -> None:
-    settings = ServerSettings(rest_port=0, rest_bind_address="127.0.0.1, 127.0.0.2")
-    reserved, port = reserve(settings)
+    reserved, port = reserve("127.0.0.1, 127.0.0.2", 0)
     try:
         assert port > 0 and [s.getsockname() for s in reserved] == [("127.0.0.1", port), ("127.0.0.2", port)]
         with socket.socket() as worker:  # what each worker does: same port, SO_REUSEPORT
@@ -234,7 +232,7 @@ def test_reserve_gives_one_port_to_every_address_and_refuses_a_taken_one() -> No
             worker.bind(("127.0.0.1", port))
             worker.listen()
             with pytest.raises(OSError):  # a second fastserve (or anything) probing the port finds it taken
-                reserve(ServerSettings(rest_port=port, rest_bind_address="127.0.0.1"))
+                reserve("127.0.0.1", port)
     finally:
         for sock in reserved:
             sock.close()

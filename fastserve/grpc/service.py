@@ -1,0 +1,182 @@
+"""inference.GRPCInferenceService: the KServe v2 RPCs, each a thin codec around the inference core.
+
+Rules: like handlers.py for REST, the only gRPC module that knows the repository and the core
+together. ModelInfer takes the request's bytes (parsed here, so a bad message gets OVMS's
+answer and not grpcio's) and returns the response's bytes (encoded by grpc/encode.py); the
+small RPCs use the generated classes. Every error leaves through `_abort`, which maps it once
+(grpc/status.py). Methods of the service that fastserve does not implement answer
+UNIMPLEMENTED naming the method, never hang.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import orjson
+
+from fastserve import SERVER_NAME, __version__
+from fastserve.core.inference import InferenceCore, Outcome
+from fastserve.errors import FastServeError, ModelNotFound, NotFound, Unavailable
+from fastserve.grpc.decode import NotAMessage, decode_request, parse_request, parse_version
+from fastserve.grpc.encode import encode_outcome
+from fastserve.grpc.proto import inference_pb2 as pb
+from fastserve.grpc.status import NO_RESULTS, grpc_status
+from fastserve.models.repository import Repository
+
+log = logging.getLogger("fastserve.grpc")
+SERVICE = "inference.GRPCInferenceService"
+
+
+class MemoryQuota:
+    """Bytes of request messages being worked on, bounded by --grpc_memory_quota (OVMS: 2 GiB).
+
+    grpcio has received a message before the handler runs; past the quota the work is refused
+    (RESOURCE_EXHAUSTED) instead of decoded and queued, so memory stays bounded under overload."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+
+class InferenceService:
+    def __init__(self, repository: Repository, core: InferenceCore, memory_quota: int) -> None:
+        self.repository = repository
+        self.core = core
+        self.quota = MemoryQuota(memory_quota)
+
+    # Server
+
+    async def server_live(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def server_ready(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.repository.ready)
+
+    async def server_metadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
+        # OVMS's gRPC ServerMetadata lists no extensions.
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__)
+
+    # Models
+
+    async def model_ready(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        try:
+            version = parse_version(request.version)
+            try:
+                self.repository.get(request.name, version)
+            except ModelNotFound:
+                self.core.pipeline(request.name)
+            except Unavailable as exc:
+                raise NotFound(exc.message) from None  # OVMS: NOT_FOUND, not ready: false
+        except FastServeError as exc:
+            await _abort(context, exc)
+        return pb.ModelReadyResponse(ready=True)
+
+    async def model_metadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        try:
+            version = parse_version(request.version)
+            try:
+                document = self.repository.metadata(request.name, version)
+            except ModelNotFound:
+                document = self.core.pipeline(request.name).metadata
+        except FastServeError as exc:
+            await _abort(context, exc)
+        return metadata_message(orjson.loads(document))
+
+    async def model_infer(self, body: bytes, context: Any) -> bytes:
+        quota = self.quota
+        size = len(body)
+        if quota.used + size > quota.limit:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"gRPC memory quota exceeded: {quota.used + size} bytes of requests in progress, "
+                                f"the limit (--grpc_memory_quota) is {quota.limit}")
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:  # waited in grpcio's queue past the client's deadline
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        quota.used += size
+        try:
+            message = parse_request(body)
+            core = self.core
+            target = core.target(message.model_name, parse_version(message.model_version))
+            outcome = core.infer(target, decode_request(message))
+            if type(outcome) is not Outcome:
+                outcome = await outcome  # type: ignore[misc]  # a cancelled call cancels this wait
+            if outcome.result is None:  # type: ignore[union-attr]
+                await context.abort(grpc.StatusCode.ABORTED, NO_RESULTS)
+            return encode_outcome(outcome)  # type: ignore[arg-type]
+        except FastServeError as exc:
+            await _abort(context, exc)
+        except NotAMessage as exc:
+            await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:  # a bug of ours: logged, and the client still gets an answer
+            log.exception("ModelInfer failed")
+            await context.abort(grpc.StatusCode.INTERNAL, "Internal server error")
+        finally:
+            quota.used -= size
+        raise AssertionError("unreachable: abort raises")
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        unary = grpc.unary_unary_rpc_method_handler
+
+        def typed(method: Callable[..., Any], request_type: Any) -> grpc.RpcMethodHandler:
+            return unary(method, request_deserializer=request_type.FromString,
+                         response_serializer=_serialize)
+
+        return _Service({
+            "ServerLive": typed(self.server_live, pb.ServerLiveRequest),
+            "ServerReady": typed(self.server_ready, pb.ServerReadyRequest),
+            "ServerMetadata": typed(self.server_metadata, pb.ServerMetadataRequest),
+            "ModelReady": typed(self.model_ready, pb.ModelReadyRequest),
+            "ModelMetadata": typed(self.model_metadata, pb.ModelMetadataRequest),
+            "ModelInfer": unary(self.model_infer),  # bytes in, bytes out
+        })
+
+
+def metadata_message(doc: dict[str, Any]) -> pb.ModelMetadataResponse:
+    """The REST metadata document (OVMS's fields) as ModelMetadataResponse."""
+    response = pb.ModelMetadataResponse(name=doc["name"], versions=doc["versions"], platform=doc["platform"])
+    for field in ("inputs", "outputs"):
+        described = getattr(response, field)
+        for tensor in doc[field]:
+            described.add(name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"])
+    return response
+
+
+def _serialize(message: Any) -> bytes:
+    return message.SerializeToString()
+
+
+async def _abort(context: Any, exc: FastServeError) -> None:
+    code, message = grpc_status(exc)
+    await context.abort(code, message)
+
+
+class _Service(grpc.GenericRpcHandler):
+    """The implemented methods by name; any other method of the service answers UNIMPLEMENTED."""
+
+    def __init__(self, methods: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.methods = {f"/{SERVICE}/{name}": handler for name, handler in methods.items()}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method  # type: ignore[attr-defined]
+        found = self.methods.get(method)
+        if found is not None:
+            return found
+        if method.startswith(f"/{SERVICE}/"):
+            return _unimplemented(method.rsplit("/", 1)[1])
+        return None  # another service: grpcio answers UNIMPLEMENTED itself
+
+
+def _unimplemented(name: str) -> grpc.RpcMethodHandler:
+    message = f"{SERVICE}/{name} is not implemented by fastserve"
+
+    async def refuse(request: Any, context: Any) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+
+    if name == "ModelStreamInfer":  # a bidirectional stream: answered without reading it
+        return grpc.stream_stream_rpc_method_handler(refuse)
+    return grpc.unary_unary_rpc_method_handler(refuse)
