@@ -27,6 +27,7 @@ from fastserve.v2.decode import decode_request, parse_header_length
 from fastserve.v2.encode import encode_response
 
 if TYPE_CHECKING:
+    from fastserve.metrics import Metrics
     from fastserve.reload import Reloader
 
 # What this server really implements, for GET /v2 (OVMS sends none; Triton lists its own).
@@ -66,10 +67,11 @@ class App:
         self.extra_headers: Callable[[Request | None], bytes] | None = None
         # Operations features (docs/operations.md); each costs nothing per request when off.
         self.codings = Codings(settings.max_decompressed_size, settings.compression_min_size)
+        self.metrics: Metrics | None = None  # shared with the gRPC service, which counts its calls there
         if settings.metrics_enable or settings.server_timing:
             from fastserve.observe import install
 
-            install(self.routes, repository, settings)
+            self.metrics = install(self.routes, repository, settings).metrics
         if settings.allowed_origins:
             from fastserve.cors import Cors
 

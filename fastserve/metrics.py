@@ -8,14 +8,15 @@ model versions (never for names or versions taken from a request), so a client c
 the label space.
 
 Names, types and labels follow OVMS's docs/metrics.md, so OVMS's Grafana dashboard keeps
-working: only the interface "REST" and api "KServe" series exist here (no gRPC, no TFS API).
+working: the api "KServe" series of interface "REST", and of "gRPC" when gRPC is served (no TFS
+API here). Inference and queue times have no interface label in OVMS either.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 # OVMS's histogram buckets (model_metric_reporter.cpp): floor(10 * 1.8^i) microseconds for
 # i in 0..32, so 10 us .. ~24.6 minutes with ~1.8x resolution.
@@ -66,11 +67,25 @@ class Histogram:
         self.count += 1
 
 
+class InterfaceMetrics:
+    """What OVMS counts per interface for one served (name, version): gRPC's, beside REST's fields."""
+
+    __slots__ = ("infer_ok", "infer_fail", "meta_ok", "meta_fail", "request_time")
+
+    def __init__(self) -> None:
+        self.infer_ok = 0
+        self.infer_fail = 0
+        self.meta_ok = 0
+        self.meta_fail = 0
+        self.request_time = Histogram()
+
+
 class ModelMetrics:
-    """Everything counted for one served (name, version)."""
+    """Everything counted for one served (name, version): REST's per-interface counters in its own
+    fields (the REST hot path reads no extra attribute), gRPC's in `grpc`."""
 
     __slots__ = ("infer_ok", "infer_fail", "meta_ok", "meta_fail", "current", "request_time", "inference_time",
-                 "wait_time")
+                 "wait_time", "grpc")
 
     def __init__(self) -> None:
         self.infer_ok = 0
@@ -81,6 +96,13 @@ class ModelMetrics:
         self.request_time = Histogram()
         self.inference_time = Histogram()
         self.wait_time = Histogram()
+        self.grpc = InterfaceMetrics()
+
+    def succeeded_grpc(self, total_us: float, wait_us: float, infer_us: float) -> None:
+        self.grpc.infer_ok += 1
+        self.grpc.request_time.observe(total_us)
+        self.wait_time.observe(wait_us)
+        self.inference_time.observe(infer_us)
 
     def succeeded(self, total_us: float, wait_us: float, infer_us: float) -> None:
         # Histogram.observe written out three times: the calls were ~20% of this method's cost.
@@ -110,10 +132,12 @@ class ServableInfo(NamedTuple):
 
 
 class Metrics:
-    def __init__(self, families: Iterable[str] = DEFAULT_FAMILIES) -> None:
+    def __init__(self, families: Iterable[str] = DEFAULT_FAMILIES, grpc: bool = False) -> None:
         self.families = frozenset(families)
+        self.grpc = grpc  # gRPC is served: its series are reported too
         self.models: dict[tuple[str, int], ModelMetrics] = {}
-        self.ready: dict[str, list[int]] = {}  # model name -> [success, fail] of ModelReady
+        self.ready: dict[str, list[int]] = {}  # model name -> [success, fail] of ModelReady over REST
+        self.ready_grpc: dict[str, list[int]] = {}  # the same over gRPC
 
     def model(self, name: str, version: int) -> ModelMetrics:
         key = (name, version)
@@ -122,10 +146,11 @@ class Metrics:
             found = self.models[key] = ModelMetrics()
         return found
 
-    def ready_counts(self, name: str) -> list[int]:
-        found = self.ready.get(name)
+    def ready_counts(self, name: str, grpc: bool = False) -> list[int]:
+        counts = self.ready_grpc if grpc else self.ready
+        found = counts.get(name)
         if found is None:
-            found = self.ready[name] = [0, 0]
+            found = counts[name] = [0, 0]
         return found
 
     # Exposition
@@ -137,6 +162,8 @@ class Metrics:
             self.model(*key)
         for name, _ in infos:
             self.ready_counts(name)
+            if self.grpc:
+                self.ready_counts(name, grpc=True)
         keys = sorted(self.models)
         labels = {key: b'name="%s",version="%d"' % (_escape(key[0]), key[1]) for key in keys}
         out: list[bytes] = []
@@ -161,20 +188,24 @@ class Metrics:
             if not family(metric):
                 continue
             name_bytes = metric.encode()
-            for model in sorted(self.ready):
-                out.append(b'%s{api="KServe",interface="REST",method="ModelReady",name="%s"} %d\n'
-                           % (name_bytes, _escape(model), self.ready[model][index]))
-            for key in keys:
-                m = self.models[key]
-                infer, meta = (m.infer_ok, m.meta_ok) if index == 0 else (m.infer_fail, m.meta_fail)
-                out.append(b'%s{api="KServe",interface="REST",method="ModelInfer",%s} %d\n'
-                           % (name_bytes, labels[key], infer))
-                out.append(b'%s{api="KServe",interface="REST",method="ModelMetadata",%s} %d\n'
-                           % (name_bytes, labels[key], meta))
+            for interface, ready in self._interfaces(self.ready, self.ready_grpc):
+                for model in sorted(ready):
+                    out.append(b'%s{api="KServe",interface="%s",method="ModelReady",name="%s"} %d\n'
+                               % (name_bytes, interface, _escape(model), ready[model][index]))
+                for key in keys:
+                    m = self.models[key]
+                    c = m if interface == b"REST" else m.grpc
+                    infer, meta = (c.infer_ok, c.meta_ok) if index == 0 else (c.infer_fail, c.meta_fail)
+                    out.append(b'%s{api="KServe",interface="%s",method="ModelInfer",%s} %d\n'
+                               % (name_bytes, interface, labels[key], infer))
+                    out.append(b'%s{api="KServe",interface="%s",method="ModelMetadata",%s} %d\n'
+                               % (name_bytes, interface, labels[key], meta))
         if family("ovms_request_time_us"):
-            for key in keys:
-                _histogram(out, b"ovms_request_time_us", b'interface="REST",' + labels[key],
-                           self.models[key].request_time)
+            for interface, _ in self._interfaces(None, None):
+                for key in keys:
+                    m = self.models[key]
+                    _histogram(out, b"ovms_request_time_us", b'interface="%s",' % interface + labels[key],
+                               m.request_time if interface == b"REST" else m.grpc.request_time)
         for metric, attr in (("ovms_inference_time_us", "inference_time"),
                              ("ovms_wait_for_infer_req_time_us", "wait_time")):
             if family(metric):
@@ -187,6 +218,11 @@ class Metrics:
                     if info is not None:
                         out.append(b"%s{%s} %d\n" % (metric.encode(), labels[key], getattr(info, field)))
         return b"".join(out)
+
+
+    def _interfaces(self, rest: Any, grpc: Any) -> list[tuple[bytes, Any]]:
+        """(label value, that interface's thing): gRPC first, as OVMS orders its series."""
+        return [(b"gRPC", grpc), (b"REST", rest)] if self.grpc else [(b"REST", rest)]
 
 
 def _histogram(out: list[bytes], name: bytes, labels: bytes, histogram: Histogram) -> None:

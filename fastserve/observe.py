@@ -29,7 +29,8 @@ log = logging.getLogger("fastserve.metrics")
 class Observer:
     def __init__(self, routes: dict[str, Callable[..., Any]], repository: Repository, settings: ServerSettings) -> None:
         self.repository = repository
-        self.metrics = Metrics(settings.metrics_list or DEFAULT_FAMILIES) if settings.metrics_enable else None
+        self.metrics = (Metrics(settings.metrics_list or DEFAULT_FAMILIES, grpc=bool(settings.grpc_port))
+                        if settings.metrics_enable else None)
         self.timing = settings.server_timing
         self.infer = routes["infer"]
         self.model_metadata = routes["model_metadata"]

@@ -152,7 +152,7 @@ async def _listen_grpc(settings: ServerSettings, app: App, reuse_port: bool) -> 
         return None
     from fastserve.grpc.server import GrpcServer  # grpcio loads only where gRPC is served
 
-    rpc = GrpcServer(settings, app.core, reuse_port)
+    rpc = GrpcServer(settings, app.core, reuse_port, app.metrics)
     return rpc if await rpc.start() else False
 
 

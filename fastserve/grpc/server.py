@@ -20,6 +20,7 @@ from fastserve.core.inference import InferenceCore
 from fastserve.grpc.health import add_health
 from fastserve.grpc.proto.inference_pb2 import POOL
 from fastserve.grpc.service import SERVICE, InferenceService
+from fastserve.metrics import Metrics
 from fastserve.settings import ServerSettings
 
 log = logging.getLogger("fastserve.grpc")
@@ -58,10 +59,11 @@ def channel_options(settings: ServerSettings, reuse_port: bool) -> list[tuple[st
 
 
 class GrpcServer:
-    def __init__(self, settings: ServerSettings, core: InferenceCore, reuse_port: bool) -> None:
+    def __init__(self, settings: ServerSettings, core: InferenceCore, reuse_port: bool,
+                 metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.server = grpc.aio.server(options=channel_options(settings, reuse_port))
-        self.service = InferenceService(core.repository, core, settings.grpc_memory_quota)
+        self.service = InferenceService(core, settings.grpc_memory_quota, metrics)
         self.server.add_generic_rpc_handlers((self.service.handler(),))
         add_health(self.server, core)
         reflection.enable_server_reflection((SERVICE, HEALTH, reflection.SERVICE_NAME), self.server,

@@ -11,7 +11,8 @@ UNIMPLEMENTED naming the method, never hang.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Any
 
 import grpc
@@ -19,11 +20,13 @@ import orjson
 
 from fastserve import SERVER_NAME, __version__
 from fastserve.core.inference import InferenceCore, Outcome
+from fastserve.core.trace import Trace
 from fastserve.errors import FastServeError, ModelNotFound, NotFound, Unavailable
 from fastserve.grpc.decode import NotAMessage, decode_request, parse_request, parse_version
 from fastserve.grpc.encode import encode_outcome
 from fastserve.grpc.proto import inference_pb2 as pb
 from fastserve.grpc.status import NO_RESULTS, grpc_status
+from fastserve.metrics import Metrics, ModelMetrics
 from fastserve.models.repository import Repository
 
 log = logging.getLogger("fastserve.grpc")
@@ -42,10 +45,11 @@ class MemoryQuota:
 
 
 class InferenceService:
-    def __init__(self, repository: Repository, core: InferenceCore, memory_quota: int) -> None:
-        self.repository = repository
+    def __init__(self, core: InferenceCore, memory_quota: int, metrics: Metrics | None = None) -> None:
+        self.repository: Repository = core.repository
         self.core = core
         self.quota = MemoryQuota(memory_quota)
+        self.metrics = metrics  # OVMS's families, interface="gRPC"; None: --metrics_enable is off
 
     # Server
 
@@ -62,6 +66,9 @@ class InferenceService:
     # Models
 
     async def model_ready(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        counts = None
+        if self.metrics is not None and request.name in self.repository.models:
+            counts = self.metrics.ready_counts(request.name, grpc=True)
         try:
             version = parse_version(request.version)
             try:
@@ -71,18 +78,28 @@ class InferenceService:
             except Unavailable as exc:
                 raise NotFound(exc.message) from None  # OVMS: NOT_FOUND, not ready: false
         except FastServeError as exc:
+            if counts is not None:
+                counts[1] += 1
             await _abort(context, exc)
+        if counts is not None:
+            counts[0] += 1
         return pb.ModelReadyResponse(ready=True)
 
     async def model_metadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        counters = None
         try:
             version = parse_version(request.version)
             try:
+                servable = self.repository.get(request.name, version)
+                if self.metrics is not None:
+                    counters = self.metrics.model(servable.name, servable.version).grpc
                 document = self.repository.metadata(request.name, version)
             except ModelNotFound:
                 document = self.core.pipeline(request.name).metadata
         except FastServeError as exc:
             await _abort(context, exc)
+        if counters is not None:  # OVMS counts successes only here: a failed lookup has no series
+            counters.meta_ok += 1
         return metadata_message(orjson.loads(document))
 
     async def model_infer(self, body: bytes, context: Any) -> bytes:
@@ -96,17 +113,24 @@ class InferenceService:
         if remaining is not None and remaining <= 0:  # waited in grpcio's queue past the client's deadline
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         quota.used += size
+        trace = None if self.metrics is None else Trace()
+        started = perf_counter()
         try:
             message = parse_request(body)
             core = self.core
             target = core.target(message.model_name, parse_version(message.model_version))
-            outcome = core.infer(target, decode_request(message))
+            outcome = core.infer(target, decode_request(message), trace)
             if type(outcome) is not Outcome:
-                outcome = await outcome  # type: ignore[misc]  # a cancelled call cancels this wait
+                outcome = await self._wait(outcome, trace)  # a cancelled call cancels this wait
             if outcome.result is None:  # type: ignore[union-attr]
                 await context.abort(grpc.StatusCode.ABORTED, NO_RESULTS)
-            return encode_outcome(outcome)  # type: ignore[arg-type]
+            response = encode_outcome(outcome)  # type: ignore[arg-type]
+            if trace is not None and trace.target is not None:
+                self._counters(trace).succeeded_grpc((perf_counter() - started) * 1e6, trace.wait_us, trace.infer_us)
+            return response
         except FastServeError as exc:
+            if trace is not None and trace.target is not None:
+                self._counters(trace).grpc.infer_fail += 1
             await _abort(context, exc)
         except NotAMessage as exc:
             await context.abort(grpc.StatusCode.INTERNAL, str(exc))
@@ -118,6 +142,20 @@ class InferenceService:
         finally:
             quota.used -= size
         raise AssertionError("unreachable: abort raises")
+
+    async def _wait(self, pending: Awaitable[Outcome], trace: Trace | None) -> Outcome:
+        counters = self._counters(trace) if trace is not None and trace.target is not None else None
+        if counters is None:
+            return await pending
+        counters.current += 1
+        try:
+            return await pending
+        finally:
+            counters.current -= 1
+
+    def _counters(self, trace: Trace) -> ModelMetrics:
+        assert self.metrics is not None
+        return self.metrics.model(trace.target.name, trace.target.version)
 
     def handler(self) -> grpc.GenericRpcHandler:
         unary = grpc.unary_unary_rpc_method_handler

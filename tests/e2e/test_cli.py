@@ -118,7 +118,7 @@ def test_model_that_cannot_compile_exits_2_naming_it(versioned: Path, flags: lis
 @pytest.fixture(scope="module")
 def single(versioned: Path) -> Iterator[ServerProcess]:
     with ServerProcess("--model_name", "m", "--model_path", str(versioned), "--model_version_policy",
-                       '{"all": {}}', "--nireq", "2", "--port", "9000", "--grpc_workers", "4") as proc:
+                       '{"all": {}}', "--nireq", "2") as proc:
         yield proc
 
 
@@ -130,13 +130,6 @@ def test_single_model_flags_serve_the_model(single: ServerProcess) -> None:
         assert reply.status == 200, reply.body
         np.testing.assert_array_equal(reply.json()["outputs"][0]["data"], np.arange(4) + version)
     assert "nireq 2" in single.log()
-
-
-def test_grpc_flags_are_accepted_with_a_warning(single: ServerProcess) -> None:
-    log = single.log()
-    assert "[WARNING][fastserve] --port 9000: ignored, fastserve has no gRPC endpoint (REST only)" in log
-    assert "--grpc_workers 4: ignored" in log
-    assert get(single.port, "/v2/health/ready").status == 200
 
 
 def test_port_in_use_exits_1(versioned: Path) -> None:
