@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import orjson
+from google.protobuf.message import DecodeError
 
 from fastserve import SERVER_NAME, __version__
 from fastserve.core.inference import InferenceCore, Outcome
@@ -161,8 +162,17 @@ class InferenceService:
         unary = grpc.unary_unary_rpc_method_handler
 
         def typed(method: Callable[..., Any], request_type: Any) -> grpc.RpcMethodHandler:
-            return unary(method, request_deserializer=request_type.FromString,
-                         response_serializer=_serialize)
+            # Parsed here, not by grpcio (whose failure is UNKNOWN): undecodable bytes are INTERNAL, as
+            # gRPC's C++ server (OVMS) answers.
+            async def parsed(body: bytes, context: Any) -> Any:
+                try:
+                    request = request_type.FromString(body)
+                except DecodeError as exc:
+                    await context.abort(grpc.StatusCode.INTERNAL,
+                                        f"the request is not a valid {request_type.DESCRIPTOR.name}: {exc}")
+                return await method(request, context)
+
+            return unary(parsed, response_serializer=_serialize)
 
         return _Service({
             "ServerLive": typed(self.server_live, pb.ServerLiveRequest),
