@@ -4,7 +4,7 @@ Rules: `install(routes, ...)` swaps the App's infer, model metadata, model ready
 for observed versions; with --metrics_enable and --server_timing_enable both off it is never
 called and the hot path runs exactly as without this module. The infer handler fills a
 `Trace` (its phase timestamps) only when one is passed. Knows the App's routes, the repository
-and Response; no protocol, no OpenVINO calls beyond reading a compiled model's NUM_STREAMS.
+and Response; no protocol, no OpenVINO calls.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ class Observer:
         self.infer = routes["infer"]
         self.model_metadata = routes["model_metadata"]
         self.model_ready = routes["model_ready"]
-        self.streams: dict[int, int | None] = {}  # id(compiled model) -> NUM_STREAMS
 
     # Infer
 
@@ -133,18 +132,8 @@ class Observer:
         for model in list(self.repository.models.values()):
             for servable in list(model.versions.values()):
                 pool = servable.pool
-                served.append(ServableInfo(servable.name, servable.version, self._streams(servable.compiled),
-                                           pool.size, pool.busy))
+                served.append(ServableInfo(servable.name, servable.version, servable.streams, pool.size, pool.busy))
         return served
-
-    def _streams(self, compiled: Any) -> int | None:
-        key = id(compiled)
-        if key not in self.streams:
-            try:
-                self.streams[key] = int(compiled.get_property("NUM_STREAMS"))
-            except (RuntimeError, TypeError, ValueError):
-                self.streams[key] = None  # not every device reports it
-        return self.streams[key]
 
 
 def server_timing(trace: Trace, started: float, ended: float) -> bytes:

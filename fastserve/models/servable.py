@@ -100,6 +100,9 @@ class Servable:
         # Inferences OpenVINO runs at once (its streams): 1 under the LATENCY hint. A Batcher holds
         # a batch back only while this many of its batches run.
         self.parallel = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        # Read here, in the loader's thread: on the loop, OpenVINO's get_property can wait for a
+        # running inference (a first /metrics scrape stalled the loop ~3 s behind one).
+        self.streams = _num_streams(compiled)
         self._fixed_outputs = self._outputs_that_stay_put()
         self.probe_us = self._probe() if mode != "async" else None
         self.auto = mode == "auto"
@@ -345,6 +348,13 @@ class Servable:
         finally:
             slot.keep[:] = [None] * len(slot.keep)
             self.pool.release(slot)
+
+
+def _num_streams(compiled: ov.CompiledModel) -> int | None:
+    try:
+        return int(compiled.get_property("NUM_STREAMS"))
+    except (RuntimeError, TypeError, ValueError):
+        return None  # not every device reports it
 
 
 def _on_done(slot: Slot) -> None:
