@@ -1,0 +1,116 @@
+"""gRPC side by side in one run: fastserve's gRPC port against the bare grpc.aio servers of
+../shared/peers (raw_grpc.py with and without --parse, raw_h2_grpc.py), all driven by
+../shared/peers/grpc_load.py (add model: a, b FP32 [1,16] -> sum; typed contents), interleaved
+repetitions, medians. Prints a Markdown table of RPC/s, p99 and fastserve / peer ratios.
+
+Usage (from the project root, with the test venv, which has tritonclient[grpc]):
+  .venv/bin/python bench/grpc_side_by_side.py [--reps 2] [--dur 6] [--c 1,32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import openvino as ov
+import openvino.opset15 as ops
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = ROOT.parent / "shared" / "peers"
+
+
+def add16(folder: Path) -> Path:
+    a = ops.parameter([1, 16], ov.Type.f32, name="a")
+    b = ops.parameter([1, 16], ov.Type.f32, name="b")
+    a.output(0).get_tensor().set_names({"a"})
+    b.output(0).get_tensor().set_names({"b"})
+    total = ops.add(a, b)
+    total.output(0).get_tensor().set_names({"sum"})
+    ov.save_model(ov.Model([total.output(0)], [a, b], "add"), folder / "add" / "1" / "model.xml")
+    return folder / "add"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def start(name: str, model: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    if name == "fastserve":
+        command = [sys.executable, "-m", "fastserve", "--model_name", "add", "--model_path", str(model),
+                   "--rest_port", "0", "--rest_bind_address", "127.0.0.1", "--port", str(port),
+                   "--grpc_bind_address", "127.0.0.1", "--log_level", "WARNING"]
+        cwd = ROOT
+    else:
+        script, *flags = {"grpc.aio --parse": ["raw_grpc.py", "--parse"], "grpc.aio fixed": ["raw_grpc.py"],
+                          "h2 on uvloop": ["raw_h2_grpc.py"]}[name]
+        command = [sys.executable, script, str(port), *flags]
+        cwd = PEERS
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    time.sleep(1.0 if name == "fastserve" else 0.3)  # fastserve: the model loads after the port opens
+    return proc, port
+
+
+def load(port: int, concurrency: int, duration: float) -> dict:
+    out = subprocess.run([sys.executable, "grpc_load.py", f"127.0.0.1:{port}", "add", "--c", str(concurrency),
+                          "--dur", str(duration)], cwd=PEERS, capture_output=True, text=True, timeout=120)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--dur", type=float, default=6.0)
+    ap.add_argument("--c", default="1,32")
+    args = ap.parse_args()
+    servers = ["fastserve", "grpc.aio --parse", "grpc.aio fixed", "h2 on uvloop"]
+    levels = [int(c) for c in args.c.split(",")]
+    results: dict[tuple[str, int], list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = add16(Path(tmp))
+        for _ in range(args.reps):
+            for name in servers:  # interleaved: each repetition visits every server
+                proc, port = start(name, model)
+                try:
+                    for c in levels:
+                        results.setdefault((name, c), []).append(load(port, c, args.dur))
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
+    print("| server | " + " | ".join(f"c{c} RPC/s | c{c} p99 ms | fastserve / it" for c in levels) + " |")
+    print("|---|" + "---|---|---|" * len(levels))
+    for name in servers:
+        cells = []
+        for c in levels:
+            rps = statistics.median(r["rps"] for r in results[(name, c)])
+            ours = statistics.median(r["rps"] for r in results[("fastserve", c)])
+            p99 = statistics.median(r["p99_ms"] for r in results[(name, c)])
+            errors = sum(r.get("errors", 0) for r in results[(name, c)])
+            failed = f" (errors {errors})" if errors else ""
+            cells.append(f"{rps:,.0f}{failed} | {p99:.2f} | {ours / rps:.2f}")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
