@@ -20,6 +20,7 @@ import openvino as ov
 from fastserve.errors import ConfigError
 from fastserve.models.batching import enable_batching
 from fastserve.models.servable import Servable
+from fastserve.models.slots import one_thread_hides_failures
 from fastserve.settings import ModelSettings
 
 log = logging.getLogger("fastserve.models")
@@ -154,6 +155,8 @@ def _wants_one_thread(model: ov.Model, servable: Servable, settings: ModelSettin
         and settings.target_device == "CPU"
         and not chosen & set(settings.plugin_config)
         and _weight_bytes(model) < ONE_THREAD_MAX_WEIGHT_BYTES
+        # Where one thread hides failed inferences (and then hands out stale outputs) it is not worth it.
+        and not one_thread_hides_failures()
     )
 
 

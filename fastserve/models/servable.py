@@ -29,7 +29,16 @@ import openvino as ov
 
 from fastserve.errors import InferenceFailed
 from fastserve.models.pool import SlotPool
-from fastserve.models.slots import InferResult, Slot, infer_public, infer_sync, tensor_spec
+from fastserve.models.slots import (
+    InferResult,
+    Slot,
+    infer_public,
+    infer_sync,
+    infer_waiting,
+    one_thread_hides_failures,
+    runs_one_thread,
+    tensor_spec,
+)
 from fastserve.v2.datatypes import BYTES
 from fastserve.v2.images import image_input_bytes
 from fastserve.v2.types import InferRequest, TensorSpec
@@ -85,6 +94,13 @@ class Servable:
         self._string_inputs = [spec.datatype is BYTES for spec in input_specs]
         self._string_outputs = [spec.datatype is BYTES for spec in output_specs]
         self._infer_sync = infer_public if any(self._string_outputs) else infer_sync
+        if mode != "async" and runs_one_thread(compiled) and one_thread_hides_failures():
+            # A failed inline inference would pass unnoticed and stall the next ones, which then return
+            # stale outputs (slots.one_thread_hides_failures): the async path reports failures.
+            log.warning("model %s version %d: one stream of one thread on this OpenVINO: running async, not %s",
+                        name, version, mode)
+            mode = "async"
+            self._infer_sync = infer_waiting  # the load-time runs
         if nireq <= 0:
             nireq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         # At least two: a zero-copy binary response holds its request until the socket drains.

@@ -7,11 +7,13 @@ release() gives the slot back to its pool once the caller has encoded (and sent)
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import openvino as ov
+import openvino.opset15 as ops
 
 from fastserve.models.pool import SlotPool
 from fastserve.v2.datatypes import from_ov
@@ -35,6 +37,50 @@ except (ImportError, AttributeError):  # another OpenVINO layout: the public API
 def infer_public(request: ov.InferRequest) -> None:
     """For string outputs: the binding copies them into its dict anyway, and crashed on empty ones."""
     request.infer()
+
+
+def infer_waiting(request: ov.InferRequest) -> None:
+    """A synchronous inference through the async path: the one that reports failures on a one-thread model
+    (one_thread_hides_failures). Its callback sees no loop (loading only), so it wakes nobody."""
+    request.start_async()
+    request.wait()
+
+
+def runs_one_thread(compiled: ov.CompiledModel) -> bool:
+    """One stream of one thread: the CPU plugin then runs a synchronous infer() on its own fast path."""
+    try:
+        streams, threads = (int(compiled.get_property(key)) for key in ("NUM_STREAMS", "INFERENCE_NUM_THREADS"))
+    except (RuntimeError, TypeError, ValueError):  # a device without these properties
+        return False
+    return streams == threads == 1
+
+
+@functools.cache
+def one_thread_hides_failures() -> bool:
+    """Whether this OpenVINO loses the error of a failed synchronous infer() on a one-stream, one-thread model.
+
+    2026.4 does: its CPU plugin runs such an infer() through CPUStreamsExecutor::execute, whose task queue
+    swallows the exception (`catch (...) {}`) and keeps the failed task at its head. infer() returns as if
+    it had worked, and every later infer() from that thread, on any request of the model, first re-runs the
+    failed task (which fails again while that request keeps its inputs) and returns without running its own:
+    its caller reads the outputs of that request's previous inference. Checked once per process on a model
+    that fails on purpose; its second, valid run empties that queue again.
+    """
+    x = ops.parameter(ov.PartialShape([-1]), ov.Type.f32, name="x")
+    y = ops.reshape(x, ops.constant(np.array([2], np.int64)), special_zero=False)  # fails unless x has 2 values
+    try:
+        compiled = ov.Core().compile_model(ov.Model([y.output(0)], [x], "failure_probe"), "CPU",
+                                           {"NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": 1})
+    except RuntimeError:  # no CPU plugin: nothing runs on its fast path
+        return False
+    request = compiled.create_infer_request()
+    try:
+        request.infer({0: np.zeros(3, np.float32)})
+        hidden = True
+    except RuntimeError:
+        hidden = False
+    request.infer({0: np.zeros(2, np.float32)})
+    return hidden
 
 
 class Slot:

@@ -11,13 +11,18 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Awaitable
+from pathlib import Path
 
 import numpy as np
 import openvino as ov
 import pytest
 
 from fastserve.errors import InferenceFailed
+from fastserve.models.loader import load_version
 from fastserve.models.servable import INLINE_THRESHOLD_US, SLOW_US, InferResult, Servable
+from fastserve.models.slots import one_thread_hides_failures, runs_one_thread
+from fastserve.settings import ModelSettings
 from tests import modelzoo
 from tests.slowwork import LAYERS, seconds_per_row, spin_input, spin_model, spin_rows
 
@@ -124,3 +129,41 @@ def test_a_cancelled_async_caller_frees_the_request_only_when_openvino_is_done()
         assert servable.pool.busy == 0 and not servable.running
 
     asyncio.run(main())
+
+
+# What the loader used to compile small inline models with (one stream of one thread).
+ONE_THREAD = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 1, "ENABLE_CPU_PINNING": False}
+
+
+async def resolve(pending: InferResult | Awaitable[InferResult]) -> InferResult:
+    return pending if isinstance(pending, InferResult) else await pending
+
+
+def test_a_failure_on_a_one_thread_model_is_reported_and_the_next_request_gets_its_own_outputs() -> None:
+    # OpenVINO 2026.4 returns from such a model's failed synchronous infer() as if it had worked, and
+    # then skips the next infer() of the other request, which kept its previous outputs (the batching
+    # e2e test's wide batch got the narrow one's (16, 4)): slots.one_thread_hides_failures.
+    compiled = ov.Core().compile_model(modelzoo.failing_model(), "CPU", ONE_THREAD)
+    servable = Servable("failing", 1, compiled, 2, "auto")
+
+    async def main() -> None:
+        x = np.arange(8, dtype=np.float32)
+        held = await resolve(servable.run([x, np.array([2, 4])], [0]))  # holds one request: the failure gets the other
+        np.testing.assert_array_equal(held.arrays[0], x.reshape(2, 4))
+        with pytest.raises(InferenceFailed):
+            await resolve(servable.run([x, np.array([3, 3])], [0]))
+        held.release()
+        for width in (3, 2):  # on the first request again, at new shapes
+            y = np.arange(2 * width, dtype=np.float32) + width
+            result = await resolve(servable.run([y, np.array([2, width])], [0]))
+            np.testing.assert_array_equal(result.arrays[0], y.reshape(2, width))
+            result.release()
+        assert servable.pool.busy == 0
+
+    asyncio.run(main())
+
+
+def test_the_loader_picks_one_thread_only_where_failures_are_reported(tmp_path: Path) -> None:
+    model_file = modelzoo.save(modelzoo.add_model(), tmp_path / "add") / "model.xml"
+    servable = load_version(ov.Core(), ModelSettings(name="add", base_path=tmp_path / "add"), 1, model_file)
+    assert not (one_thread_hides_failures() and runs_one_thread(servable.compiled))
