@@ -16,7 +16,7 @@ import orjson
 from fastserve import SERVER_NAME, __version__
 from fastserve.core.inference import InferenceCore, Outcome
 from fastserve.core.trace import Trace
-from fastserve.errors import FastServeError, ModelNotFound, NotFound, Unavailable, error_body
+from fastserve.errors import FastServeError, ModelNotFound, NotFound, Unavailable
 from fastserve.http.compression import Codings
 from fastserve.http.request import Request
 from fastserve.http.response import OCTET_STREAM, Response
