@@ -24,6 +24,7 @@ from fastserve.models.repository import Repository
 from fastserve.models.slots import InferResult
 from fastserve.pipelines.results import NoResults, PipelineResult
 from fastserve.pipelines.target import PipelineTarget
+from fastserve.triton.stats import count_success
 from fastserve.v2 import images
 from fastserve.v2.encode import select_outputs
 from fastserve.v2.images import INLINE_IMAGE_BYTES
@@ -91,7 +92,7 @@ class InferenceCore:
         if type(result) in _READY:
             if trace is not None:
                 trace.record(result.wait_us, result.infer_us)
-            _count(target, arrays, result, started, bound)
+            count_success(target.stats, arrays, result, started, bound)
             return Outcome(target, decoded, selected, result)
         return _later(target, decoded, selected, result, trace, arrays, started, bound)
 
@@ -107,16 +108,6 @@ class InferenceCore:
         return outcome if type(outcome) is Outcome else await outcome  # type: ignore[misc]
 
 
-def _count(target: Target, arrays: list[np.ndarray], result: Result, started: float, bound: float) -> None:
-    """Triton's statistics of a successful request: rows, and the execution it ran (or joined)."""
-    stats = target.stats
-    first = arrays[0] if arrays else None
-    rows = first.shape[0] if first is not None and first.ndim else 1
-    executed = getattr(result, "batch_rows", -1)
-    stats.succeeded(started, bound, perf_counter(), result.wait_us, result.infer_us, rows,
-                    rows if executed < 0 else executed)
-
-
 async def _later(target: Target, decoded: InferRequest, selected: list[tuple[TensorSpec, bool]],
                  pending: Awaitable[Result], trace: Trace | None, arrays: list[np.ndarray], started: float,
                  bound: float) -> Outcome:
@@ -129,5 +120,5 @@ async def _later(target: Target, decoded: InferRequest, selected: list[tuple[Ten
         raise
     if trace is not None:
         trace.record(result.wait_us, result.infer_us)
-    _count(target, arrays, result, started, bound)
+    count_success(target.stats, arrays, result, started, bound)
     return Outcome(target, decoded, selected, result)

@@ -113,5 +113,15 @@ class InferStats:
         }  # fmt: skip
 
 
+def count_success(stats: InferStats, arrays: list[Any], result: Any, started: float, bound: float) -> None:
+    """A successful request of `arrays` with its result: its rows, and the execution it ran (or joined:
+    a batcher's members carry `batch_rows`, the batch's rows on the first, 0 on the others)."""
+    first = arrays[0] if arrays else None
+    rows = first.shape[0] if first is not None and first.ndim else 1
+    executed = getattr(result, "batch_rows", -1)
+    stats.succeeded(started, bound, perf_counter(), result.wait_us, result.infer_us, rows,
+                    rows if executed < 0 else executed)
+
+
 def _duration(count: float, ns: float) -> dict[str, int]:
     return {"count": int(count), "ns": round(ns)}
