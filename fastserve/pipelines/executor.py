@@ -69,7 +69,8 @@ def run_pipeline(
 
 
 class Run:
-    __slots__ = ("compiled", "nodes", "wanted", "insts", "counts", "ready", "error", "result", "future", "tasks")
+    __slots__ = ("compiled", "nodes", "wanted", "insts", "counts", "ready", "error", "result", "future", "tasks",
+                 "started")
 
     def __init__(self, compiled: Compiled, wanted: list[int]) -> None:
         self.compiled = compiled
@@ -84,6 +85,7 @@ class Run:
         self.tasks: set[asyncio.Task[None]] = set()
 
     def start(self, arrays: list[np.ndarray]) -> PipelineResult | Awaitable[PipelineResult]:
+        self.started = perf_counter()  # the graph's run is the pipeline's compute_infer (Triton statistics)
         request = Inst(self.nodes[0], (), 0)
         self._complete(request, list(arrays), [])
         self._pump()
@@ -336,6 +338,7 @@ class Run:
     def _finish(self, inst: Inst) -> None:
         args = inst.args
         self.result = PipelineResult([args[i] for i in self.wanted], inst.holds)
+        self.result.infer_us = (perf_counter() - self.started) * 1e6
         inst.holds = []
         if self.future is not None:
             if self.future.done():  # cancelled (shutdown): nobody will send it
