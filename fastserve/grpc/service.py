@@ -27,7 +27,7 @@ from fastserve.grpc.decode import NotAMessage, decode_request, parse_request, pa
 from fastserve.grpc.encode import encode_outcome
 from fastserve.grpc.proto import inference_pb2 as pb
 from fastserve.grpc.status import NO_RESULTS, grpc_status
-from fastserve.grpc.triton import TritonExtensions
+from fastserve.grpc.triton import GRPC_EXTENSIONS, TritonExtensions
 from fastserve.metrics import Metrics, ModelMetrics
 from fastserve.models.repository import Repository
 
@@ -62,8 +62,8 @@ class InferenceService:
         return pb.ServerReadyResponse(ready=self.repository.ready)
 
     async def server_metadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
-        # OVMS's gRPC ServerMetadata lists no extensions.
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__)
+        # OVMS's lists none; Triton's two here are what perf_analyzer looks for before it asks for statistics.
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=GRPC_EXTENSIONS)
 
     # Models
 

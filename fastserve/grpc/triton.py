@@ -19,6 +19,9 @@ from fastserve.grpc.proto import inference_pb2 as pb
 from fastserve.grpc.status import grpc_status
 from fastserve.triton.documents import config_document, stats_document
 
+# ServerMetadata's extensions over gRPC: Triton's names of the two served here (binary_tensor_data is REST's).
+GRPC_EXTENSIONS = ("model_configuration", "statistics")
+
 
 class TritonExtensions:
     def __init__(self, core: InferenceCore) -> None:
