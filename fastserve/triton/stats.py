@@ -28,53 +28,35 @@ _EPOCH_OFFSET = time.time() - perf_counter()
 
 
 class InferStats:
-    """Counters of one model version (or pipeline). Durations in seconds, queue/infer in us."""
+    """Counters of one model version (or pipeline), kept per execution size so a request updates one list.
 
-    __slots__ = ("batched", "last", "inferences", "executions", "ok", "ok_s", "failed", "failed_s",
-                 "queue_us", "input_s", "infer_us", "output_s", "batches")
+    `sizes[n]` (n >= 1) sums the requests that ran an execution of n rows (1 for every execution of an
+    unbatched version); `sizes[0]` those that joined a batch another request ran. Each list holds
+    [requests, success s, queue us, input s, infer us, rows]; the totals are summed when rendered."""
+
+    __slots__ = ("batched", "last", "sizes", "failed", "failed_s")
 
     def __init__(self, batched: bool = False) -> None:
         self.batched = batched  # max_batch_size > 0: inference_count counts rows
         self.last = 0.0  # perf_counter() of the last request, 0: none yet
-        self.inferences = 0
-        self.executions = 0
-        self.ok = 0
-        self.ok_s = 0.0
+        self.sizes: dict[int, list[float]] = {}
         self.failed = 0
         self.failed_s = 0.0
-        self.queue_us = 0.0
-        self.input_s = 0.0
-        self.infer_us = 0.0
-        self.output_s = 0.0
-        # rows of an execution -> [executions, input s, infer us, output s]
-        self.batches: dict[int, list[float]] = {}
 
     def succeeded(self, started: float, bound: float, done: float, wait_us: float, infer_us: float,
                   rows: int, executed: int) -> None:
-        """One successful request. `executed`: rows of the inference it ran (0: it joined a batch already
-        counted by another member)."""
+        """One successful request. `executed`: the size of the execution it ran, as batch_stats reports it
+        (rows when batched, 1 when not), or 0 when it joined a batch already counted by another member."""
         self.last = done
-        self.ok += 1
-        self.ok_s += done - started
-        self.inferences += rows if self.batched else 1
-        self.queue_us += wait_us
-        self.infer_us += infer_us
-        input_s = bound - started
-        self.input_s += input_s
-        output_s = done - bound - (wait_us + infer_us) * 1e-6
-        if output_s < 0.0:  # a timer's rounding, or a batch member queued before the batch's bind
-            output_s = 0.0
-        self.output_s += output_s
-        if executed:
-            self.executions += 1
-            size = executed if self.batched else 1
-            batch = self.batches.get(size)
-            if batch is None:
-                batch = self.batches[size] = [0, 0.0, 0.0, 0.0]
-            batch[0] += 1
-            batch[1] += input_s
-            batch[2] += infer_us
-            batch[3] += output_s
+        counts = self.sizes.get(executed)
+        if counts is None:
+            counts = self.sizes[executed] = [0, 0.0, 0.0, 0.0, 0.0, 0]
+        counts[0] += 1
+        counts[1] += done - started
+        counts[2] += wait_us
+        counts[3] += bound - started
+        counts[4] += infer_us
+        counts[5] += rows
 
     def fail(self, started: float) -> None:
         now = perf_counter()
@@ -85,42 +67,55 @@ class InferStats:
     # Triton's JSON (extension_statistics.md): counts and ns are integers
 
     def document(self, name: str, version: str) -> dict[str, Any]:
-        ok = self.ok
+        total = [sum(values) for values in zip(*self.sizes.values(), strict=True)] or [0, 0.0, 0.0, 0.0, 0.0, 0]
+        ok, ok_s, queue_us, input_s, infer_us, rows = total
+        executions = sum(int(c[0]) for size, c in self.sizes.items() if size)
         return {
             "name": name,
             "version": version,
             "last_inference": round((self.last + _EPOCH_OFFSET) * 1e3) if self.last else 0,
-            "inference_count": self.inferences,
-            "execution_count": self.executions,
+            "inference_count": int(rows if self.batched else ok),
+            "execution_count": executions,
             "inference_stats": {
-                "success": _duration(ok, self.ok_s * 1e9),
+                "success": _duration(ok, ok_s * 1e9),
                 "fail": _duration(self.failed, self.failed_s * 1e9),
-                "queue": _duration(ok, self.queue_us * 1e3),
-                "compute_input": _duration(ok, self.input_s * 1e9),
-                "compute_infer": _duration(ok, self.infer_us * 1e3),
-                "compute_output": _duration(ok, self.output_s * 1e9),
+                "queue": _duration(ok, queue_us * 1e3),
+                "compute_input": _duration(ok, input_s * 1e9),
+                "compute_infer": _duration(ok, infer_us * 1e3),
+                "compute_output": _duration(ok, _output_ns(ok_s, queue_us, input_s, infer_us)),
                 "cache_hit": _duration(0, 0),  # no response cache
                 "cache_miss": _duration(0, 0),
             },
             "response_stats": {},
             "batch_stats": [{
                 "batch_size": size,
-                "compute_input": _duration(count, input_s * 1e9),
-                "compute_infer": _duration(count, infer_us * 1e3),
-                "compute_output": _duration(count, output_s * 1e9),
-            } for size, (count, input_s, infer_us, output_s) in sorted(self.batches.items())],
+                "compute_input": _duration(c[0], c[3] * 1e9),
+                "compute_infer": _duration(c[0], c[4] * 1e3),
+                "compute_output": _duration(c[0], _output_ns(c[1], c[2], c[3], c[4])),
+            } for size, c in sorted(self.sizes.items()) if size],
             "memory_usage": [],
         }  # fmt: skip
+
+
+def _output_ns(success_s: float, queue_us: float, input_s: float, infer_us: float) -> float:
+    """compute_output: the rest of the success time. Never negative: a batch member's queue time began
+    before the batch's own bind, so for members it can overlap the others."""
+    return max(0.0, (success_s - input_s) * 1e9 - (queue_us + infer_us) * 1e3)
 
 
 def count_success(stats: InferStats, arrays: list[Any], result: Any, started: float, bound: float) -> None:
     """A successful request of `arrays` with its result: its rows, and the execution it ran (or joined:
     a batcher's members carry `batch_rows`, the batch's rows on the first, 0 on the others)."""
-    first = arrays[0] if arrays else None
-    rows = first.shape[0] if first is not None and first.ndim else 1
     executed = getattr(result, "batch_rows", -1)
-    stats.succeeded(started, bound, perf_counter(), result.wait_us, result.infer_us, rows,
-                    rows if executed < 0 else executed)
+    if stats.batched:
+        first = arrays[0] if arrays else None
+        rows = first.shape[0] if first is not None and first.ndim else 1
+        if executed < 0:
+            executed = rows
+    else:  # every execution is of size 1 in Triton's terms, and rows are not counted
+        rows = 1
+        executed = 1 if executed else 0
+    stats.succeeded(started, bound, perf_counter(), result.wait_us, result.infer_us, rows, executed)
 
 
 def _duration(count: float, ns: float) -> dict[str, int]:
