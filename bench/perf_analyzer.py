@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -121,6 +122,36 @@ def read_csv(path: Path) -> list[dict[str, float]]:
     with path.open() as handle:
         return [{key.strip(): float(value) for key, value in row.items() if key and value not in (None, "")}
                 for row in csv.DictReader(handle)]
+
+
+def measure(tool: PerfAnalyzer, url: str, protocol: str, model: str, concurrency: int, seconds: float,
+            extra: tuple[str, ...] = ()) -> dict[str, object]:
+    """One closed-loop run at `concurrency` for bench/run.py, in loadgen.LoadResult's fields.
+
+    Three windows of seconds/3 (`-s 999`: every three windows count as stable, so the run takes
+    the time asked for on a busy machine too); throughput and latency percentiles are
+    perf_analyzer's over them, and its server-side breakdown (our statistics extension) is kept."""
+    window_ms = max(100, int(seconds * 1000 / 3))
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "pa.csv"
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = tool.run(["-m", model, "-u", url, "-i", protocol, "--concurrency-range", f"{concurrency}:{concurrency}",
+                         "-p", str(window_ms), "-s", "999", "-f", str(report), *extra], timeout=seconds * 4 + 120)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if done.returncode != 0 or not report.exists():
+            raise RuntimeError(f"perf_analyzer failed ({done.returncode}): {(done.stdout + done.stderr)[-2000:]}")
+        (row,) = read_csv(report)
+    measured_s = 3 * window_ms / 1000
+    rps = row["Inferences/Second"]
+    return {
+        "requests": round(rps * measured_s), "seconds": measured_s, "rps": rps,
+        "p50_ms": row["p50 latency"] / 1e3, "p99_ms": row["p99 latency"] / 1e3, "errors": 0,
+        "loadgen_cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "tool": f"perf_analyzer {protocol}",
+        # the server's own phases, from the statistics extension (us per request)
+        "server_us": {key: row.get(f"Server {key}", 0.0) for key in
+                      ("Queue", "Compute Input", "Compute Infer", "Compute Output")},
+    }  # fmt: skip
 
 
 def main(argv: list[str]) -> int:
