@@ -43,6 +43,7 @@ class Server:
         self.pid = self.proc.pid
         self.port = port if port is not None else self._wait_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = 0  # set by whoever started it with --port (bench/run.py: perf_analyzer -i grpc)
         self._wait_ready(ready_path)
 
     def log(self) -> str:

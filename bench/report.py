@@ -132,7 +132,11 @@ def raw_table(reps: list[Figures]) -> list[str]:
     return lines
 
 
-def write_report(path: Path, meta: dict[str, Any], reps: list[Figures]) -> None:
+PICTURES = {"results-throughput.png": "Throughput against connections",
+            "results-latency.png": "p50 and p99 latency against throughput"}
+
+
+def write_report(path: Path, meta: dict[str, Any], reps: list[Figures], pictures: list[str] | None = None) -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     lines = [
@@ -153,7 +157,12 @@ def write_report(path: Path, meta: dict[str, Any], reps: list[Figures]) -> None:
     if not meta["friendly"]:
         lines.append("bench/batching_probe.py (build_batch_friendly_model) was not there: the batch-friendly "
                      "scenarios were skipped.")
-    lines += ["", "## Targets", "", *targets_table(reps), "", "## Every scenario (medians)", "",
+    lines += ["", "## Targets", "", *targets_table(reps), ""]
+    if pictures:  # written by bench/plots.py next to this file
+        lines += ["## Pictures", "", *(f"![{PICTURES.get(p, p)}]({p})" for p in pictures), "",
+                  "Scenarios `add_pa_*` are Triton's perf_analyzer on the same add model (binary tensors over HTTP, "
+                  "or gRPC); `add_json_*` are wrk with a JSON body.", ""]
+    lines += ["## Every scenario (medians)", "",
               *scenario_table(reps), "", "## Per repetition", "", *raw_table(reps), ""]
     if meta.get("server_notes"):
         lines += ["## fastserve's own log (execution mode per model, warnings)", ""]

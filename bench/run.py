@@ -6,8 +6,11 @@ each scenario in turn with a closed-loop load generator (bench/loadgen.py), and 
 in-process limit of the same models (bench/inprocess.py). Repetitions interleave all scenarios,
 so every ratio compares figures taken minutes apart, never runs from different days. Traffic
 goes to 127.0.0.1 only; every process started is stopped by its PID.
-Usage: python bench/run.py            full run (~12-15 min: 3 repetitions of 7 s)
+Usage: python bench/run.py            full run (~15-18 min: 3 repetitions of 7 s)
        python bench/run.py --quick    smoke check (~2 min: 1 repetition of 3 s, fewer scenarios)
+       python bench/run.py --replot bench/out/results.json --out bench/RESULTS.md   pictures and report again
+The report gets PNG pictures beside it (bench/plots.py); perf_analyzer scenarios run when
+bench/perf_analyzer.py can make it run (--no-perf-analyzer skips them).
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
-from bench import models  # noqa: E402
+from bench import models, perf_analyzer  # noqa: E402
 from bench.harness import Server, free_port  # noqa: E402
 from bench.loadgen import LoadResult, Target, run_load  # noqa: E402
+from bench.plots import write_plots  # noqa: E402
 from bench.report import write_report  # noqa: E402
 
 KSERVE_VENV = BENCH / ".venv-kserve"
@@ -46,7 +50,8 @@ class Scenario:
     connections: int = 1
     quick: bool = False  # part of --quick
     min_seconds: float = 0.0  # slow models: a run shorter than this sees too few requests
-    model: str = ""  # inprocess: the model folder
+    model: str = ""  # inprocess: the model folder; perf_analyzer: the model name
+    tool: str = "wrk"  # or "http" / "grpc": perf_analyzer over that protocol (bench/perf_analyzer.py)
 
     def seconds(self, duration: float) -> float:
         return max(duration, self.min_seconds)
@@ -80,6 +85,12 @@ def scenarios(binary_length: dict[str, int], friendly: bool) -> list[Scenario]:
         for server in ("fastserve", "kserve"):
             out.append(Scenario(f"add_json_c{conns}", server, "/v2/models/add/infer", "add.json", JSON_HEADERS,
                                 conns, quick=conns == 32))
+    # Triton's perf_analyzer (binary tensors over HTTP, or gRPC) on the same model: fastserve only, as
+    # the other servers here have no model configuration extension, which perf_analyzer asks for first.
+    for protocol in ("http", "grpc"):
+        for conns in (1, 8, 32):
+            out.append(Scenario(f"add_pa_{protocol}_c{conns}", "fastserve", connections=conns, quick=conns == 32,
+                                model="add", tool=protocol))
     resnet, slow = "/v2/models/resnet50/infer", SLOW_SECONDS
     out += [
         Scenario("resnet_inprocess", "inprocess", model="resnet50", quick=True, min_seconds=slow),
@@ -168,10 +179,13 @@ def start_servers(work: Path, config: Path, kserve_python: Path | None) -> dict[
     servers: dict[str, Server] = {}
     try:
         servers["bare"] = Server("bare", [sys.executable, str(BENCH / "bare_server.py")], logs, ready_path="/")
+        grpc_port = free_port()  # gRPC for perf_analyzer -i grpc; idle while wrk runs
         servers["fastserve"] = Server("fastserve", [
             sys.executable, "-m", "fastserve", "--config_path", str(config),
             "--rest_bind_address", "127.0.0.1", "--rest_port", "0",
+            "--port", str(grpc_port), "--grpc_bind_address", "127.0.0.1",
         ], logs)
+        servers["fastserve"].grpc_port = grpc_port
         if kserve_python is not None:
             port = free_port()
             repo = config.parent
@@ -197,6 +211,8 @@ def measure(scenario: Scenario, servers: dict[str, Server], work: Path, seconds:
         )
         return json.loads(done.stdout.strip().splitlines()[-1])
     server = servers[scenario.server]
+    if scenario.tool != "wrk":
+        return _measure_pa(scenario, server, seconds)
     target = Target(server.url + scenario.path, "POST" if scenario.body else "GET",
                     work / "bodies" / scenario.body if scenario.body else None, scenario.headers)
     cpu_before = server.cpu_seconds()
@@ -208,7 +224,30 @@ def measure(scenario: Scenario, servers: dict[str, Server], work: Path, seconds:
     return out
 
 
+def _measure_pa(scenario: Scenario, server: Server, seconds: float) -> dict[str, Any]:
+    assert PERF_ANALYZER is not None
+    url = server.url.removeprefix("http://") if scenario.tool == "http" else f"127.0.0.1:{server.grpc_port}"
+    cpu_before = server.cpu_seconds()
+    out = perf_analyzer.measure(PERF_ANALYZER, url, scenario.tool, scenario.model, scenario.connections, seconds)
+    cpu = server.cpu_seconds() - cpu_before
+    out["server_cpu_ms_per_req"] = cpu * 1000 / max(int(out["requests"]), 1)
+    out["server_cpu_cores"] = cpu / float(out["seconds"])
+    return out
+
+
+def find_perf_analyzer() -> perf_analyzer.PerfAnalyzer | None:
+    try:
+        return perf_analyzer.ensure()
+    except perf_analyzer.NotRunnable as exc:
+        print(f"perf_analyzer cannot run ({exc}): its scenarios are skipped", flush=True)
+        return None
+
+
+PERF_ANALYZER: perf_analyzer.PerfAnalyzer | None = None
+
+
 def run(args: argparse.Namespace) -> int:
+    global PERF_ANALYZER
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -216,8 +255,10 @@ def run(args: argparse.Namespace) -> int:
     print("building models and request bodies ...", flush=True)
     config, lengths, friendly = prepare(work)
     kserve_python = None if args.no_kserve else ensure_kserve_venv()
+    PERF_ANALYZER = None if args.no_perf_analyzer else find_perf_analyzer()
     plan = [s for s in scenarios(lengths, friendly)
-            if (s.quick or not args.quick) and (s.server != "kserve" or kserve_python is not None)]
+            if (s.quick or not args.quick) and (s.server != "kserve" or kserve_python is not None)
+            and (s.tool == "wrk" or PERF_ANALYZER is not None)]
     if args.only:
         plan = [s for s in plan if any(word in f"{s.key}/{s.server}" for word in args.only.split(","))]
     print("starting servers ...", flush=True)
@@ -249,8 +290,16 @@ def run(args: argparse.Namespace) -> int:
     }
     (work / "results.json").write_text(json.dumps({"meta": meta, "reps": reps}, indent=1))
     out = Path(args.out) if args.out else (work / "RESULTS-quick.md" if args.quick else BENCH / "RESULTS.md")
-    write_report(out, meta, reps)
-    print(f"wrote {out} in {meta['elapsed_s']:.0f} s", flush=True)
+    write_report(out, meta, reps, write_plots(out.parent, reps))
+    print(f"wrote {out} (and its pictures) in {meta['elapsed_s']:.0f} s", flush=True)
+    return 0
+
+
+def replot(results: Path, out: Path) -> int:
+    """The report and its pictures again from a results.json, without measuring anything."""
+    saved = json.loads(results.read_text())
+    write_report(out, saved["meta"], saved["reps"], write_plots(out.parent, saved["reps"]))
+    print(f"wrote {out} from {results}", flush=True)
     return 0
 
 
@@ -277,10 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="seconds per measurement (default 7, quick 3)")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up per scenario in the first repetition")
     parser.add_argument("--no-kserve", action="store_true", help="skip KServe's server (and its venv)")
+    parser.add_argument("--no-perf-analyzer", action="store_true", help="skip the perf_analyzer scenarios")
     parser.add_argument("--only", help="comma-separated words: run the scenarios whose key/server contains one")
     parser.add_argument("--work", default=str(BENCH / "out"), help="models, bodies, logs, results.json")
     parser.add_argument("--out", help="the report (default bench/RESULTS.md; quick: <work>/RESULTS-quick.md)")
+    parser.add_argument("--replot", metavar="RESULTS_JSON", help="only rewrite the report and pictures from a run")
     args = parser.parse_args(argv)
+    if args.replot:
+        return replot(Path(args.replot), Path(args.out) if args.out else Path(args.replot).parent / "RESULTS.md")
     args.reps = args.reps or (1 if args.quick else 3)
     args.duration = args.duration or (3.0 if args.quick else 7.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)

@@ -16,13 +16,14 @@ import orjson
 from fastserve import SERVER_NAME, __version__
 from fastserve.core.inference import InferenceCore, Outcome
 from fastserve.core.trace import Trace
-from fastserve.errors import FastServeError, ModelNotFound, NotFound, Unavailable, error_body
+from fastserve.errors import FastServeError, ModelNotFound, NotFound, Unavailable
 from fastserve.http.compression import Codings
 from fastserve.http.request import Request
 from fastserve.http.response import OCTET_STREAM, Response
 from fastserve.models.repository import Repository
 from fastserve.router import Route, match
 from fastserve.settings import ServerSettings
+from fastserve.triton.documents import config_document, stats_document
 from fastserve.v2.decode import decode_request, parse_header_length
 from fastserve.v2.encode import encode_response
 
@@ -30,8 +31,9 @@ if TYPE_CHECKING:
     from fastserve.metrics import Metrics
     from fastserve.reload import Reloader
 
-# What this server really implements, for GET /v2 (OVMS sends none; Triton lists its own).
-EXTENSIONS = ["binary_tensor_data"]
+# What this server really implements, for GET /v2 (OVMS sends none; Triton lists its own, and
+# these are its names: docs/protocol/extension_model_configuration.md, extension_statistics.md).
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
 
 Handler = Callable[[Request, Route], "Response | Awaitable[Response]"]
 _OK = Response.fixed(200)
@@ -39,7 +41,12 @@ _OK = Response.fixed(200)
 # (split, percent-decode, tuple lookups) costs ~4 us where this dict lookup costs ~0.2 us, about
 # a third of a health check's Python time. Bounded: endless distinct URLs only restart the cache.
 ROUTE_CACHE_SIZE = 1024
-_NOT_READY = Response.fixed(503, error_body("Server is not ready"))
+# Health bodies as KServe's Python server and SDK have them (its InferenceRESTClient reads
+# response.json()["live"] / ["ready"]); OVMS sends none, and its samples, tritonclient and curl
+# read only the status, which stays OVMS's: 200, or 503 while the first load runs.
+_LIVE = Response.fixed(200, b'{"live":true}')
+_READY = Response.fixed(200, b'{"ready":true}')
+_NOT_READY = Response.fixed(503, b'{"ready":false}')
 
 
 class App:
@@ -60,6 +67,8 @@ class App:
             "metrics": self.not_enabled,
             "config": self.config_status,
             "config_reload": self.config_reload,
+            "model_config": self.model_config,
+            "model_stats": self.model_stats,
         }
         # Hot reload (fastserve/reload.py), set by the server: /v1/config and /v1/config/reload.
         self.reloader: Reloader | None = None
@@ -96,10 +105,10 @@ class App:
     # Server endpoints
 
     def live(self, request: Request, route: Route) -> Response:
-        return _OK
+        return _LIVE
 
     def ready(self, request: Request, route: Route) -> Response:
-        return _OK if self.repository.ready else _NOT_READY
+        return _READY if self.repository.ready else _NOT_READY
 
     def metadata(self, request: Request, route: Route) -> Response:
         return Response(200, self.server_metadata)
@@ -147,6 +156,15 @@ class App:
             # The spec wants a 4xx for "not ready"; OVMS answers 404 with this text.
             raise NotFound(exc.message) from None
         return _OK
+
+    # Triton's extensions (fastserve/triton/): documents built on demand, never on the infer path
+
+    def model_config(self, request: Request, route: Route) -> Response:
+        assert route.model is not None
+        return Response(200, orjson.dumps(config_document(self.core, route.model, route.version)))
+
+    def model_stats(self, request: Request, route: Route) -> Response:
+        return Response(200, orjson.dumps(stats_document(self.core, route.model, route.version)))
 
     def infer(self, request: Request, route: Route, trace: Trace | None = None) -> Response | Awaitable[Response]:
         assert route.model is not None

@@ -1,4 +1,5 @@
-"""The fixed route table of the KServe v2 REST API (plus OVMS's /v1/config and /metrics).
+"""The fixed route table of the KServe v2 REST API (plus OVMS's /v1/config and /metrics, and
+Triton's model configuration and statistics extensions).
 
 Rules: pure: (method, raw URL) -> (route name, model, version), or a FastServeError
 (404 unknown path, 405 wrong method with Allow, 400 bad URL). The path is split on "/"
@@ -34,12 +35,16 @@ _STATIC: dict[tuple[str, ...], tuple[str, tuple[bytes, ...]]] = {
     ("metrics",): ("metrics", GET),
     ("v1", "config"): ("config", GET),
     ("v1", "config", "reload"): ("config_reload", POST),
+    # Triton's statistics extension for every model (so a model named "stats" has no metadata URL)
+    ("v2", "models", "stats"): ("model_stats", GET),
 }
 # After /v2/models/{name}[/versions/{v}]: the endpoint suffix -> route and methods.
 _MODEL_SUFFIX: dict[tuple[str, ...], tuple[str, tuple[bytes, ...]]] = {
     (): ("model_metadata", GET),
     ("ready",): ("model_ready", GET),
     ("infer",): ("infer", POST),
+    ("config",): ("model_config", GET),  # Triton's model configuration extension
+    ("stats",): ("model_stats", GET),  # Triton's statistics extension
 }
 
 

@@ -19,11 +19,12 @@ import numpy as np
 
 from fastserve.core.target import Result, Target
 from fastserve.core.trace import Trace
-from fastserve.errors import ModelNotFound
+from fastserve.errors import FastServeError, ModelNotFound
 from fastserve.models.repository import Repository
 from fastserve.models.slots import InferResult
 from fastserve.pipelines.results import NoResults, PipelineResult
 from fastserve.pipelines.target import PipelineTarget
+from fastserve.triton.stats import count_success
 from fastserve.v2 import images
 from fastserve.v2.encode import select_outputs
 from fastserve.v2.images import INLINE_IMAGE_BYTES
@@ -67,17 +68,23 @@ class InferenceCore:
         return pipeline.target(self.repository)
 
     def infer(self, target: Target, decoded: InferRequest, trace: Trace | None = None) -> Outcome | Awaitable[Outcome]:
+        started = perf_counter()  # the statistics' start (fastserve/triton/stats.py): always kept
         if trace is not None and type(target) is not PipelineTarget:
             trace.target = target  # model versions have metric series; pipelines none (as today)
-        if target.image_bytes(decoded) > INLINE_IMAGE_BYTES:
-            return self._off_loop(target, decoded, trace)  # big JPEG/PNG decodes leave the loop
-        return self._run(target, decoded, target.bind(decoded), trace)
+        try:
+            if target.image_bytes(decoded) > INLINE_IMAGE_BYTES:
+                return self._off_loop(target, decoded, trace, started)  # big JPEG/PNG decodes leave the loop
+            return self._run(target, decoded, target.bind(decoded), trace, started)
+        except FastServeError:
+            target.stats.fail(started)
+            raise
 
     def _run(self, target: Target, decoded: InferRequest, arrays: list[np.ndarray],
-             trace: Trace | None) -> Outcome | Awaitable[Outcome]:
+             trace: Trace | None, started: float) -> Outcome | Awaitable[Outcome]:
         selected = select_outputs(decoded, target.outputs)
+        bound = perf_counter()
         if trace is not None:
-            trace.decoded = perf_counter()
+            trace.decoded = bound
         try:
             result: Any = target.infer(arrays, [spec.index for spec, _ in selected])
         except NoResults:
@@ -85,22 +92,33 @@ class InferenceCore:
         if type(result) in _READY:
             if trace is not None:
                 trace.record(result.wait_us, result.infer_us)
+            count_success(target.stats, arrays, result, started, bound)
             return Outcome(target, decoded, selected, result)
-        return _later(target, decoded, selected, result, trace)
+        return _later(target, decoded, selected, result, trace, arrays, started, bound)
 
-    async def _off_loop(self, target: Target, decoded: InferRequest, trace: Trace | None) -> Outcome:
+    async def _off_loop(self, target: Target, decoded: InferRequest, trace: Trace | None,
+                        started: float) -> Outcome:
         loop = asyncio.get_running_loop()
-        arrays = await loop.run_in_executor(images.executor(), target.bind, decoded)
-        outcome = self._run(target, decoded, arrays, trace)
+        try:
+            arrays = await loop.run_in_executor(images.executor(), target.bind, decoded)
+            outcome = self._run(target, decoded, arrays, trace, started)
+        except FastServeError:
+            target.stats.fail(started)
+            raise
         return outcome if type(outcome) is Outcome else await outcome  # type: ignore[misc]
 
 
 async def _later(target: Target, decoded: InferRequest, selected: list[tuple[TensorSpec, bool]],
-                 pending: Awaitable[Result], trace: Trace | None) -> Outcome:
+                 pending: Awaitable[Result], trace: Trace | None, arrays: list[np.ndarray], started: float,
+                 bound: float) -> Outcome:
     try:
         result = await pending
     except NoResults:
         return Outcome(target, decoded, selected, None)
+    except FastServeError:
+        target.stats.fail(started)
+        raise
     if trace is not None:
         trace.record(result.wait_us, result.infer_us)
+    count_success(target.stats, arrays, result, started, bound)
     return Outcome(target, decoded, selected, result)

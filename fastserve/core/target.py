@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
+from fastserve.triton.stats import InferStats
 from fastserve.v2.types import InferRequest, TensorSpec
 
 
@@ -29,6 +30,7 @@ class Target(Protocol):
     version_text: str  # the version a response names ("1"; pipelines "1" as OVMS)
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
+    stats: InferStats  # Triton's statistics, filled by the core for every transport
 
     def bind(self, decoded: InferRequest) -> list[np.ndarray]:
         """The request's arrays in input order; InvalidInput when they do not fit."""

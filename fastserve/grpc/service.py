@@ -27,6 +27,7 @@ from fastserve.grpc.decode import NotAMessage, decode_request, parse_request, pa
 from fastserve.grpc.encode import encode_outcome
 from fastserve.grpc.proto import inference_pb2 as pb
 from fastserve.grpc.status import NO_RESULTS, grpc_status
+from fastserve.grpc.triton import GRPC_EXTENSIONS, TritonExtensions
 from fastserve.metrics import Metrics, ModelMetrics
 from fastserve.models.repository import Repository
 
@@ -61,8 +62,8 @@ class InferenceService:
         return pb.ServerReadyResponse(ready=self.repository.ready)
 
     async def server_metadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
-        # OVMS's gRPC ServerMetadata lists no extensions.
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__)
+        # OVMS's lists none; Triton's two here are what perf_analyzer looks for before it asks for statistics.
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=GRPC_EXTENSIONS)
 
     # Models
 
@@ -174,6 +175,7 @@ class InferenceService:
 
             return unary(parsed, response_serializer=_serialize)
 
+        triton = TritonExtensions(self.core)
         return _Service({
             "ServerLive": typed(self.server_live, pb.ServerLiveRequest),
             "ServerReady": typed(self.server_ready, pb.ServerReadyRequest),
@@ -181,6 +183,8 @@ class InferenceService:
             "ModelReady": typed(self.model_ready, pb.ModelReadyRequest),
             "ModelMetadata": typed(self.model_metadata, pb.ModelMetadataRequest),
             "ModelInfer": unary(self.model_infer),  # bytes in, bytes out
+            "ModelConfig": typed(triton.model_config, pb.ModelConfigRequest),  # Triton's extensions
+            "ModelStatistics": typed(triton.model_statistics, pb.ModelStatisticsRequest),
         })
 
 

@@ -88,14 +88,16 @@ class _Share:
 class BatchedResult(InferResult):
     """One member's outputs: slices (views) of the batch's output arrays."""
 
-    __slots__ = ("_share",)
+    __slots__ = ("_share", "batch_rows")
 
-    def __init__(self, arrays: list[np.ndarray], share: _Share, wait_us: float, infer_us: float) -> None:
+    def __init__(self, arrays: list[np.ndarray], share: _Share, wait_us: float, infer_us: float,
+                 batch_rows: int) -> None:
         self.arrays = arrays
         self._slot = None
         self._share: _Share | None = share
         self.wait_us = wait_us
         self.infer_us = infer_us
+        self.batch_rows = batch_rows  # the batch's rows for its first member, 0 for the others (statistics)
 
     def release(self) -> None:
         share = self._share
@@ -280,6 +282,7 @@ class Batcher:
         share = _Share(result, len(members))
         sent_at, wait_us, infer_us = group.sent_at, result.wait_us, result.infer_us
         offset = 0
+        executed = total  # the one execution is counted with the first member answered
         for member in members:
             end = offset + member.rows
             arrays = [outputs[i][offset:end] for i in member.wanted]
@@ -288,7 +291,8 @@ class Batcher:
                 share.release_one()
                 continue
             waited = (sent_at - member.queued_at) * 1e6 + wait_us
-            member.future.set_result(BatchedResult(arrays, share, waited, infer_us))
+            member.future.set_result(BatchedResult(arrays, share, waited, infer_us, executed))
+            executed = 0
 
     def _fail(self, group: _Group, exc: BaseException) -> None:
         members = group.members

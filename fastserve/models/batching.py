@@ -24,6 +24,9 @@ log = logging.getLogger("fastserve.models")
 # running them one by one (e.g. a big convolution: batch 4 ~ 4x batch 1) gets no batching.
 PROBE_BUDGET_S = 1.5
 PROBE_TOLERANCE = 1.10
+# Triton's --backend-config default-max-batch-size: what its auto-complete gives a model that can
+# batch but names no limit; reported for OVMS's batch_size "auto" on an unbounded dim 0.
+DEFAULT_MAX_BATCH_SIZE = 4
 
 
 def enable_batching(servable: Servable, settings: ModelSettings) -> Batcher | None:
@@ -60,6 +63,19 @@ def enable_batching(servable: Servable, settings: ModelSettings) -> Batcher | No
     servable.infer = batcher.infer
     servable.batching = f"batching up to {rows} rows, delay {delay} us ({note})"
     return batcher
+
+
+def triton_max_batch_size(servable: Servable, settings: ModelSettings) -> int:
+    """max_batch_size as Triton's model configuration reports it (fastserve/triton/config.py): what
+    fastserve batches up to, or dim 0 made dynamic by OVMS's batch_size "auto"; else 0."""
+    batcher = getattr(servable.infer, "__self__", None)
+    if isinstance(batcher, Batcher):
+        return settings.max_batch_size
+    specs = [*servable.inputs.values(), *servable.outputs.values()]
+    if settings.batch_size != "auto" or not all(s.dims and s.dims[0][0] != s.dims[0][1] for s in specs):
+        return 0  # Triton's max_batch_size > 0 promises dim 0 is the batch on every input and output
+    bounded = [spec.dims[0][1] for spec in servable.inputs.values() if spec.dims and spec.dims[0][1] > 0]
+    return min(bounded) if bounded else DEFAULT_MAX_BATCH_SIZE
 
 
 def _check_layout(settings: ModelSettings) -> None:

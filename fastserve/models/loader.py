@@ -18,7 +18,7 @@ import numpy as np
 import openvino as ov
 
 from fastserve.errors import ConfigError
-from fastserve.models.batching import enable_batching
+from fastserve.models.batching import enable_batching, triton_max_batch_size
 from fastserve.models.servable import Servable
 from fastserve.models.slots import one_thread_hides_failures
 from fastserve.settings import ModelSettings
@@ -138,6 +138,7 @@ def load_version(core: ov.Core, settings: ModelSettings, version: int, model_fil
     except RuntimeError as exc:
         raise ConfigError(f"{what}: cannot create infer requests (nireq {settings.nireq}): {_first(exc)}") from None
     enable_batching(servable, settings)  # max_batch_size > 0: a Batcher in front of servable.infer
+    servable.stats.batched = triton_max_batch_size(servable, settings) > 0  # counts rows, as Triton's config says
     return servable
 
 

@@ -39,6 +39,7 @@ from fastserve.models.slots import (
     runs_one_thread,
     tensor_spec,
 )
+from fastserve.triton.stats import InferStats
 from fastserve.v2.datatypes import BYTES
 from fastserve.v2.images import image_input_bytes
 from fastserve.v2.types import InferRequest, TensorSpec
@@ -134,6 +135,7 @@ class Servable:
         # What the handlers call: run() itself, or a Batcher in front of it (models/batcher.py).
         self.infer: Callable[[list[np.ndarray], list[int]], InferResult | Awaitable[InferResult]] = self.run
         self.batching = ""  # the Batcher's settings, for the load log line
+        self.stats = InferStats()  # Triton's statistics extension, filled by the core (always on)
 
     def describe_execution(self) -> str:
         """For the load log line, e.g. "inline, nireq 2, warm-up 35 us"."""

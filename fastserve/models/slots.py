@@ -105,6 +105,7 @@ class InferResult:
     """Output arrays (views into the slot's memory) and the duty to give the slot back."""
 
     __slots__ = ("arrays", "_slot", "_pool", "wait_us", "infer_us")
+    batch_rows = -1  # one execution of its own (batcher members say how many rows theirs had)
 
     def __init__(self, arrays: list[np.ndarray], slot: Slot, pool: SlotPool[Slot], wait_us: float, infer_us: float):
         self.arrays = arrays

@@ -26,6 +26,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Coroutine
+from time import perf_counter
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from fastserve.pipelines.custom import check_outputs, execute_counted
 from fastserve.pipelines.custom import executor as custom_executor
 from fastserve.pipelines.graph import CUSTOM_NODE, MODEL_NODE, REQUEST_NODE, Compiled, RNode
 from fastserve.pipelines.results import Hold, NoResults, PipelineResult, drop
+from fastserve.triton.stats import count_success
 from fastserve.v2.validate import check_shape
 
 log = logging.getLogger("fastserve.pipelines")
@@ -47,7 +49,7 @@ __all__ = ["MAX_BRANCHES", "NoResults", "PipelineResult", "run_pipeline"]
 
 
 class Inst:
-    __slots__ = ("node", "key", "pending", "args", "holds", "views")
+    __slots__ = ("node", "key", "pending", "args", "holds", "views", "started")
 
     def __init__(self, node: RNode, key: tuple[int, ...], pending: int) -> None:
         self.node = node
@@ -56,6 +58,7 @@ class Inst:
         self.args: list[Any] = [None] * node.slots  # input arrays, or gather buffers
         self.holds: list[Hold] = []
         self.views: list[int] = []  # slots holding views of memory in self.holds
+        self.started = 0.0  # perf_counter() when a DL node's inference was asked for (its model's statistics)
 
 
 def run_pipeline(
@@ -66,7 +69,8 @@ def run_pipeline(
 
 
 class Run:
-    __slots__ = ("compiled", "nodes", "wanted", "insts", "counts", "ready", "error", "result", "future", "tasks")
+    __slots__ = ("compiled", "nodes", "wanted", "insts", "counts", "ready", "error", "result", "future", "tasks",
+                 "started")
 
     def __init__(self, compiled: Compiled, wanted: list[int]) -> None:
         self.compiled = compiled
@@ -81,6 +85,7 @@ class Run:
         self.tasks: set[asyncio.Task[None]] = set()
 
     def start(self, arrays: list[np.ndarray]) -> PipelineResult | Awaitable[PipelineResult]:
+        self.started = perf_counter()  # the graph's run is the pipeline's compute_infer (Triton statistics)
         request = Inst(self.nodes[0], (), 0)
         self._complete(request, list(arrays), [])
         self._pump()
@@ -238,14 +243,14 @@ class Run:
     def _start_model(self, inst: Inst) -> Any:
         """Check the inputs and start the inference; None when it failed (the run is failed)."""
         node = inst.node
+        inst.started = perf_counter()
         try:
             self._check(inst)
             if inst.holds and not _can_start(node.servable):
                 self._detach(inst)
             return node.servable.infer(inst.args, node.wanted)
         except FastServeError as exc:
-            self._fail(node, exc)
-            self._discard(inst)
+            self._node_failed(inst, exc)
             return None
 
     async def _model_async(self, inst: Inst) -> None:
@@ -258,18 +263,26 @@ class Run:
         try:
             result = pending if type(pending) is InferResult else await pending
         except FastServeError as exc:
-            self._fail(inst.node, exc)
-            self._discard(inst)
+            self._node_failed(inst, exc)
             return
         except Exception as exc:
             log.exception("pipeline %s: node %s failed", self.compiled.name, inst.node.name)
-            self._fail(inst.node, FastServeError(f"internal error: {exc!r}"))
-            self._discard(inst)
+            self._node_failed(inst, FastServeError(f"internal error: {exc!r}"))
             return
         self._model_done(inst, result)
         self._pump()
 
+    def _node_failed(self, inst: Inst, exc: FastServeError) -> None:
+        stats = getattr(inst.node.servable, "stats", None)
+        if stats is not None:
+            stats.fail(inst.started)
+        self._fail(inst.node, exc)
+        self._discard(inst)
+
     def _model_done(self, inst: Inst, result: Any) -> None:
+        stats = getattr(inst.node.servable, "stats", None)  # a DL node's inference counts for its model too
+        if stats is not None:
+            count_success(stats, inst.args, result, inst.started, inst.started)
         self._discard(inst)  # its inputs have been read by the inference
         if self.error is not None:
             result.release()
@@ -325,6 +338,7 @@ class Run:
     def _finish(self, inst: Inst) -> None:
         args = inst.args
         self.result = PipelineResult([args[i] for i in self.wanted], inst.holds)
+        self.result.infer_us = (perf_counter() - self.started) * 1e6
         inst.holds = []
         if self.future is not None:
             if self.future.done():  # cancelled (shutdown): nobody will send it

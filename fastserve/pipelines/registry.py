@@ -19,13 +19,14 @@ from fastserve.pipelines.config import DL_MODEL, PipelineConfig, parse_pipelines
 from fastserve.pipelines.custom import CustomLibrary
 from fastserve.pipelines.graph import Compiled, Definition, compile_pipeline, define
 from fastserve.pipelines.target import PipelineTarget
+from fastserve.triton.stats import InferStats
 
 log = logging.getLogger("fastserve.pipelines")
 NOT_LOADED = "Pipeline is not loaded yet"  # OVMS's text for a pipeline that cannot serve
 
 
 class ServedPipeline:
-    __slots__ = ("definition", "name", "models", "_cache", "_target")
+    __slots__ = ("definition", "name", "models", "_cache", "_target", "stats")
 
     def __init__(self, definition: Definition) -> None:
         self.definition = definition
@@ -35,6 +36,7 @@ class ServedPipeline:
         # (servables it was checked against, the compiled graph or None, the error text)
         self._cache: tuple[tuple[Any, ...], Compiled | None, str] | None = None
         self._target: PipelineTarget | None = None
+        self.stats = InferStats()  # Triton's statistics (fastserve/triton/stats.py), for every binding
 
     def resolve(self, repository: Any) -> Compiled:
         """The pipeline bound to the current model versions; Unavailable/NotFound when it cannot serve."""
@@ -58,7 +60,7 @@ class ServedPipeline:
         compiled = self.resolve(repository)
         target = self._target
         if target is None or target.compiled is not compiled:
-            target = self._target = PipelineTarget(compiled)
+            target = self._target = PipelineTarget(compiled, self.stats)
         return target
 
     def _servable(self, repository: Any, node: str, model: str, version: int | None) -> Any:

@@ -10,21 +10,24 @@ from fastserve.pipelines.binding import bind_pipeline_inputs, image_bytes
 from fastserve.pipelines.executor import run_pipeline
 from fastserve.pipelines.graph import Compiled
 from fastserve.pipelines.results import PipelineResult
+from fastserve.triton.stats import InferStats
 from fastserve.v2.types import InferRequest
 
 
 class PipelineTarget:
     """A compiled pipeline as a Target. NoResults (a demultiplexer found nothing) escapes infer."""
 
-    __slots__ = ("compiled", "name", "version_text", "inputs", "outputs", "metadata")
+    __slots__ = ("compiled", "name", "version_text", "inputs", "outputs", "metadata", "stats")
 
-    def __init__(self, compiled: Compiled) -> None:
+    def __init__(self, compiled: Compiled, stats: InferStats | None = None) -> None:
         self.compiled = compiled
         self.name = compiled.name
         self.version_text = compiled.version_text
         self.inputs = compiled.inputs
         self.outputs = compiled.outputs
         self.metadata = compiled.metadata
+        # The served pipeline's, kept across re-binds to reloaded model versions.
+        self.stats = InferStats() if stats is None else stats
 
     def bind(self, decoded: InferRequest) -> list[np.ndarray]:
         return bind_pipeline_inputs(decoded, self.compiled)

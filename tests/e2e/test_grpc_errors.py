@@ -141,7 +141,7 @@ def test_a_failed_inference_is_internal(stub: Stub) -> None:
     assert_still_serving(stub)
 
 
-@pytest.mark.parametrize("method", ["ModelConfig", "ModelStatistics", "RepositoryIndex", "TraceSetting"])
+@pytest.mark.parametrize("method", ["RepositoryIndex", "TraceSetting", "LogSettings", "CudaSharedMemoryStatus"])
 def test_other_methods_of_the_service_are_unimplemented_with_a_message(stub: Stub, method: str) -> None:
     code, details = stub.status(method, b"")
     assert code == grpc.StatusCode.UNIMPLEMENTED

@@ -47,7 +47,7 @@ def test_reflection_lists_and_describes_every_service(channel: grpc.Channel) -> 
     pool = DescriptorPool(database)
     service = pool.FindServiceByName("inference.GRPCInferenceService")
     assert [m.name for m in service.methods] == ["ServerLive", "ServerReady", "ModelReady", "ServerMetadata",
-                                                 "ModelMetadata", "ModelInfer"]
+                                                 "ModelMetadata", "ModelInfer", "ModelConfig", "ModelStatistics"]
     infer = pool.FindMessageTypeByName("inference.ModelInferRequest")
     assert infer.fields_by_name["raw_input_contents"].number == 7
     assert pool.FindServiceByName("grpc.health.v1.Health").methods_by_name["Check"]

@@ -213,7 +213,7 @@ def test_pipelined_mix_is_answered_in_order(srv: ServerProcess) -> None:
         conn.send(b"".join(build(m, p, b) for m, p, b in requests))
         replies = [conn.read() for _ in requests]
     assert [r.status for r in replies] == [200, 200, 200, 200, 200, 404, 200, 200]
-    assert replies[0].body == b""
+    assert replies[0].json() == {"live": True}
     assert [o["shape"] for o in replies[1].json()["outputs"]] == [[2, 16]]
     assert replies[2].json()["name"] == "add"
     assert [o["shape"] for o in replies[3].json()["outputs"]] == [[1, 16]]
@@ -237,7 +237,7 @@ def test_pipelined_requests_wait_for_a_running_one_and_keep_their_order(srv: Ser
         replies = [conn.read() for _ in range(3)]
     assert_gated_ok(replies[0])
     assert replies[1].status == 200 and replies[1].json()["model_name"] == "add"
-    assert replies[2].status == 200 and replies[2].body == b""
+    assert replies[2].status == 200 and replies[2].json() == {"live": True}
 
 
 # Bodies

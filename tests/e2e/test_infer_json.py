@@ -44,11 +44,12 @@ def json_reply(reply: Reply) -> Any:
 # Health and metadata
 
 
-@pytest.mark.parametrize("path", ["/v2/health/live", "/v2/health/ready"])
-def test_health_is_200_with_an_empty_body(server: ServerProcess, path: str) -> None:
+@pytest.mark.parametrize(("path", "body"), [("/v2/health/live", {"live": True}), ("/v2/health/ready", {"ready": True})])
+def test_health_is_200_with_kserves_json_body(server: ServerProcess, path: str, body: dict) -> None:
     reply = get(server.port, path)
     assert reply.status == 200
-    assert reply.body == b""
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json() == body  # KServe's InferenceRESTClient reads these keys
 
 
 def test_server_metadata(server: ServerProcess) -> None:

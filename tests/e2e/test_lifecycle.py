@@ -281,8 +281,9 @@ def test_sigterm_while_loading_does_not_wait_for_the_compile(tmp_path: Path) -> 
     save(slow_model(), tmp_path / "slow")
     server = ServerProcess("--model_name", "slow", "--model_path", str(tmp_path / "slow"), wait_ready=False)
     try:
-        assert get(server.port, "/v2/health/ready").status == 503
-        assert get(server.port, "/v2/health/live").status == 200
+        ready, live = get(server.port, "/v2/health/ready"), get(server.port, "/v2/health/live")
+        assert (ready.status, ready.json()) == (503, {"ready": False})  # KServe's body, OVMS's status
+        assert (live.status, live.json()) == (200, {"live": True})
         os.kill(server.proc.pid, signal.SIGTERM)
         assert exit_code(server, timeout=10) == 0
         log = server.log()

@@ -17,6 +17,11 @@ GET_ROUTES = [
     (b"/v2/models/m/ready", Route("model_ready", "m")),
     (b"/v2/models/m/versions/3", Route("model_metadata", "m", 3)),
     (b"/v2/models/m/versions/3/ready", Route("model_ready", "m", 3)),
+    (b"/v2/models/m/config", Route("model_config", "m")),
+    (b"/v2/models/m/versions/2/config", Route("model_config", "m", 2)),
+    (b"/v2/models/stats", Route("model_stats")),  # every model (so a model named "stats" has no metadata URL)
+    (b"/v2/models/m/stats", Route("model_stats", "m")),
+    (b"/v2/models/m/versions/2/stats", Route("model_stats", "m", 2)),
 ]
 POST_ROUTES = [
     (b"/v1/config/reload", Route("config_reload")),
