@@ -26,7 +26,7 @@ CONFIG_ERROR_EXIT = 2
 DEFAULT_REST_PORT = 8000
 # Flags that describe the one model of --model_name/--model_path; --config_path excludes them.
 SINGLE_MODEL_FLAGS = ("model_name", "model_path", "model_version_policy", "nireq", "target_device", "plugin_config",
-                      "shape", "batch_size", "layout")
+                      "shape", "batch_size", "layout", "mean", "scale", "color_format", "precision")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--shape", help='"(1,3,224,224)", "auto", or JSON per input; dims may be -1 or a:b')
     models.add_argument("--batch_size", help="batch size, or auto for a dynamic batch dimension")
     models.add_argument("--layout", help='input layout, e.g. "NHWC" or "NHWC:NCHW" (request:model)')
+    models.add_argument("--mean", help='subtracted from the input: one value or per channel, "[123.675,116.28,103.53]"')
+    models.add_argument("--scale", help='divides after mean: one value or per channel, "[58.395,57.12,57.375]"')
+    models.add_argument("--color_format", help='"<model format>:<format sent>", e.g. BGR:RGB (RGB, BGR, GRAY, NV12, '
+                        'NV12_2, I420, I420_3)')
+    models.add_argument("--precision", help='"<datatype sent>:<model datatype>", e.g. UINT8:FP32')
     models.add_argument("--cache_dir", help="OpenVINO model cache folder")
     rest = p.add_argument_group("REST server")
     rest.add_argument("--rest_port", type=int, help=f"port (default {DEFAULT_REST_PORT}; 0 picks a free one)")
@@ -103,6 +108,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
                 shape=args.shape,
                 batch_size=args.batch_size,
                 layout=args.layout,
+                preprocess={key: getattr(args, key) for key in ("mean", "scale", "color_format", "precision")},
             )
         ]
     elif given:

@@ -42,6 +42,10 @@ MODEL_KEYS = {
     "batch_size",
     "layout",
     "allow_cache",
+    "mean",
+    "scale",
+    "color_format",
+    "precision",
     # fastserve's own: opt-in dynamic batching and the execution choice.
     "max_batch_size",
     "max_queue_delay_microseconds",
@@ -49,7 +53,7 @@ MODEL_KEYS = {
 }
 # Accepted by OVMS's parser but not by its schema or not meaningful here; we refuse them loudly
 # rather than silently ignore what a user expects to take effect.
-UNSUPPORTED_MODEL_KEYS = {"mean", "scale", "color_format", "precision", "custom_loader_options", "graph_path"}
+UNSUPPORTED_MODEL_KEYS = {"custom_loader_options", "graph_path"}
 EXECUTION_MODES = ("auto", "inline", "async")
 # A dim is -1 (any), n >= 0, or a range a:b; shapes are "(1,3,224,224)" or "[1,3,224,224]".
 _DIM = r"\s*(?:-1|\d+|\d+:\d+)\s*"
@@ -102,7 +106,7 @@ def model_from_dict(fields: dict[str, Any], root: Path, where: str) -> ModelSett
     """One `model_config_list[].config` object; relative base paths resolve against `root`."""
     for key in fields:
         if key in UNSUPPORTED_MODEL_KEYS:
-            raise ConfigError(f"{where}.{key}: not supported by fastserve (convert the model with it instead)")
+            raise ConfigError(f"{where}.{key}: not supported by fastserve")
         if key not in MODEL_KEYS:
             raise ConfigError(f"{where}: unknown key {key!r}")
     if "name" not in fields:
@@ -119,6 +123,7 @@ def model_from_dict(fields: dict[str, Any], root: Path, where: str) -> ModelSett
         shape=parse_shape(fields.get("shape"), f"{where}.shape"),
         batch_size=parse_batch_size(fields.get("batch_size"), f"{where}.batch_size"),
         layout=parse_layout(fields.get("layout"), f"{where}.layout"),
+        **preprocessing(fields, f"{where}."),
         max_batch_size=parse_count(fields.get("max_batch_size"), f"{where}.max_batch_size"),
         max_queue_delay_microseconds=parse_count(
             fields.get("max_queue_delay_microseconds"), f"{where}.max_queue_delay_microseconds"
@@ -139,6 +144,7 @@ def model_from_flags(
     shape: Any = None,
     batch_size: Any = None,
     layout: Any = None,
+    preprocess: dict[str, Any] | None = None,
 ) -> ModelSettings:
     """The single-model flags (`--model_name` + `--model_path` ...); errors name the flag."""
     return ModelSettings(
@@ -151,7 +157,20 @@ def model_from_flags(
         shape=parse_shape(shape, "--shape"),
         batch_size=parse_batch_size(batch_size, "--batch_size"),
         layout=parse_layout(layout, "--layout"),
+        **preprocessing(preprocess or {}, "--"),
     )
+
+
+def preprocessing(fields: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """mean, scale, color_format, precision (OVMS syntax, fastserve/preprocess_config.py)."""
+    from fastserve import preprocess_config as pc
+
+    return {
+        "mean": pc.parse_values(fields.get("mean"), prefix + "mean"),
+        "scale": pc.parse_values(fields.get("scale"), prefix + "scale", nonzero=True),
+        "color_format": pc.parse_color_format(fields.get("color_format"), prefix + "color_format"),
+        "precision": pc.parse_precision(fields.get("precision"), prefix + "precision"),
+    }
 
 
 def parse_name(value: Any, where: str) -> str:

@@ -50,6 +50,12 @@ class ModelSettings:
     shape: str | dict[str, str] | None = None
     batch_size: int | str | None = None  # int, "auto" (dynamic batch) or None
     layout: str | dict[str, str] | None = None
+    # OVMS's preprocessing options, normalized by fastserve/preprocess_config.py and built into the
+    # model by fastserve/models/preprocess.py: one float or one per channel; "BGR:RGB"; "UINT8:FP32".
+    mean: float | tuple[float, ...] | None = None
+    scale: float | tuple[float, ...] | None = None
+    color_format: str | None = None
+    precision: str | None = None
     # fastserve's own keys (OVMS has no dynamic batching): opt-in server-side batching.
     max_batch_size: int = 0
     max_queue_delay_microseconds: int = 0

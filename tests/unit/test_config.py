@@ -189,7 +189,7 @@ def test_bad_top_level(repo: Path, doc: Any, message: str, capsys: pytest.Captur
 @pytest.mark.parametrize(("fields", "message"), [
     ({"nireqs": 2}, "model_config_list[0].config: unknown key 'nireqs'"),
     ({"stateful": True}, "model_config_list[0].config: unknown key 'stateful'"),
-    ({"mean": "[1,2,3]"}, "model_config_list[0].config.mean: not supported by fastserve"),
+    ({"graph_path": "g.pbtxt"}, "model_config_list[0].config.graph_path: not supported by fastserve"),
 ])
 def test_unknown_model_key(repo: Path, fields: dict, message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert config_error(repo, one_model(**fields), capsys).startswith(message)
