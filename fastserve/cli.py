@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                         'NV12_2, I420, I420_3)')
     models.add_argument("--precision", help='"<datatype sent>:<model datatype>", e.g. UINT8:FP32')
     models.add_argument("--cache_dir", help="OpenVINO model cache folder")
+    models.add_argument("--remote_cache_dir",
+                        help="where s3:// models are downloaded to (default: fastserve-remote-<uid> in the temp dir)")
     rest = p.add_argument_group("REST server")
     rest.add_argument("--rest_port", type=int, help=f"port (default {DEFAULT_REST_PORT}; 0 picks a free one)")
     rest.add_argument("--rest_bind_address", default="0.0.0.0", help="address(es) to bind, comma-separated")
@@ -83,14 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     """Validate the flags and read the configuration they point at; ConfigError names what is wrong."""
     from fastserve.config import load_config_file, model_from_flags, pipelines_from_doc
+    from fastserve.storage.location import scheme_of, set_cache_root
 
     given = [f"--{flag}" for flag in SINGLE_MODEL_FLAGS if getattr(args, flag) is not None]
     config_path = None
     doc: dict[str, Any] = {}
+    set_cache_root(Path(args.remote_cache_dir).expanduser().resolve() if args.remote_cache_dir else None)
     if args.config_path:
         if given:
             raise ConfigError(f"--config_path excludes the single-model flags ({', '.join(given)})")
-        config_path = Path(args.config_path).expanduser().resolve()
+        if scheme_of(args.config_path):  # s3://...: a local copy, fetched again at every reload poll
+            from fastserve.storage.configfile import fetch_config
+
+            config_path = fetch_config(args.config_path)
+        else:
+            config_path = Path(args.config_path).expanduser().resolve()
         models, doc = load_config_file(config_path)
     elif args.model_name is not None or args.model_path is not None:
         if args.model_path is None:

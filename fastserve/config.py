@@ -88,11 +88,14 @@ def load_config_file(path: Path) -> tuple[list[ModelSettings], dict[str, Any]]:
         raise ConfigError(f"{path}: model_config_list: must be a list")
     models = []
     seen: dict[str, int] = {}
+    from fastserve.storage.configfile import config_root
+
+    root = config_root(path) or path.parent  # a remote config.json: relative paths are remote too
     for index, entry in enumerate(entries):
         where = f"{path}: model_config_list[{index}]"
         if not isinstance(entry, dict) or set(entry) != {"config"} or not isinstance(entry["config"], dict):
             raise ConfigError(f'{where}: each entry must be {{"config": {{...}}}}')
-        model = model_from_dict(entry["config"], path.parent, where + ".config")
+        model = model_from_dict(entry["config"], root, where + ".config")
         if model.name in seen:
             raise ConfigError(
                 f"{where}.config.name: duplicate model name {model.name!r} (also model_config_list[{seen[model.name]}])"
@@ -102,7 +105,7 @@ def load_config_file(path: Path) -> tuple[list[ModelSettings], dict[str, Any]]:
     return models, doc
 
 
-def model_from_dict(fields: dict[str, Any], root: Path, where: str) -> ModelSettings:
+def model_from_dict(fields: dict[str, Any], root: Path | Any, where: str) -> ModelSettings:
     """One `model_config_list[].config` object; relative base paths resolve against `root`."""
     for key in fields:
         if key in UNSUPPORTED_MODEL_KEYS:
@@ -116,6 +119,7 @@ def model_from_dict(fields: dict[str, Any], root: Path, where: str) -> ModelSett
     return ModelSettings(
         name=parse_name(fields["name"], f"{where}.name"),
         base_path=parse_base_path(fields["base_path"], root, f"{where}.base_path"),
+        remote=parse_remote(fields["base_path"], root, f"{where}.base_path"),
         version_policy=parse_version_policy(fields.get("model_version_policy"), f"{where}.model_version_policy"),
         nireq=parse_count(fields.get("nireq"), f"{where}.nireq"),
         target_device=parse_target_device(fields.get("target_device"), f"{where}.target_device"),
@@ -150,6 +154,7 @@ def model_from_flags(
     return ModelSettings(
         name=parse_name(name, "--model_name"),
         base_path=parse_base_path(path, Path.cwd(), "--model_path"),
+        remote=parse_remote(path, Path.cwd(), "--model_path"),
         version_policy=parse_version_policy(version_policy, "--model_version_policy"),
         nireq=parse_count(nireq, "--nireq"),
         target_device=parse_target_device(target_device, "--target_device"),
@@ -180,12 +185,15 @@ def parse_name(value: Any, where: str) -> str:
     return value
 
 
-def parse_base_path(value: Any, root: Path, where: str) -> Path:
+def parse_base_path(value: Any, root: Path | Any, where: str) -> Path:
+    """A local folder or file; for a remote one (s3://...), the local cache folder it is mirrored into."""
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: must be a non-empty string")
-    scheme = re.match(r"^([a-z0-9]+)://", value)
-    if scheme:
-        raise ConfigError(f"{where}: remote storage ({scheme.group(1)}://) is not supported; use a local path")
+    remote = parse_remote(value, root, where)
+    if remote:
+        from fastserve.storage.location import mirror_path, parse_url
+
+        return mirror_path(parse_url(remote, where))
     path = Path(value).expanduser()
     if not path.is_absolute():
         path = root / path
@@ -193,6 +201,22 @@ def parse_base_path(value: Any, root: Path, where: str) -> Path:
     if not path.exists():
         raise ConfigError(f"{where}: {path} does not exist")
     return path
+
+
+def parse_remote(value: Any, root: Path | Any, where: str) -> str:
+    """The remote URL a base path names ("" for a local one): absolute, or relative to a remote config.json."""
+    from fastserve.storage.location import RemoteURL, parse_url, scheme_of
+
+    if not isinstance(value, str):
+        return ""
+    if scheme_of(value) is None:
+        return str(root.join(value)) if isinstance(root, RemoteURL) and not value.startswith("/") else ""
+    url = parse_url(value, where)
+    from fastserve.storage.s3 import EXTRA_HINT, available
+
+    if not available():
+        raise ConfigError(f"{where}: {EXTRA_HINT}")
+    return str(url)
 
 
 def parse_version_policy(value: Any, where: str) -> VersionPolicy:

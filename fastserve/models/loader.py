@@ -33,6 +33,10 @@ def find_versions(settings: ModelSettings) -> dict[int, Path]:
     """Every version on disk with its model file (not yet filtered by the version policy)."""
     base = settings.base_path
     where = settings.where("base_path")
+    if settings.remote:  # s3://...: mirror the versions the policy serves into base_path first
+        from fastserve.storage.mirror import sync_model
+
+        sync_model(settings)
     if base.is_file():
         if base.suffix not in MODEL_SUFFIXES:
             raise ConfigError(f"{where}: {base} is not an OpenVINO IR (.xml) or ONNX (.onnx) file")
@@ -71,7 +75,8 @@ def select_versions(settings: ModelSettings) -> dict[int, Path]:
     if not on_disk:
         raise ConfigError(
             f"{settings.where('base_path')}: model {settings.name}: no version folder with a model file in "
-            f"{settings.base_path} (expected {settings.base_path}/<version>/model.xml or model.onnx)"
+            f"{settings.remote or settings.base_path} (expected {settings.remote or settings.base_path}/<version>/"
+            "model.xml or model.onnx)"
         )
     policy = settings.version_policy
     chosen = policy.select(list(on_disk))
