@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,12 +56,12 @@ def available() -> bool:
 
 
 def scrub(text: str) -> str:
-    """Never let a secret reach a log line or an error message."""
+    """Never let a secret reach a log line or an error message (keys, token, a proxy's user:password)."""
     for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"):
         secret = os.environ.get(name)
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
-    return text
+    return re.sub(r"(://)[^/@\s:]+:[^/@\s]+@", r"\1***@", text)
 
 
 class S3Store:
@@ -70,6 +72,10 @@ class S3Store:
             from botocore import UNSIGNED
         except ImportError:
             raise StorageError(EXTRA_HINT) from None
+        # botocore's and urllib3's DEBUG lines carry request headers (X-Amz-Security-Token among them):
+        # they stay quiet even at --log_level DEBUG.
+        for name in ("botocore", "urllib3"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         env = os.environ
         keys = bool(env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"))
         profile = None if keys else env.get("AWS_PROFILE")

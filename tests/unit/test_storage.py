@@ -79,6 +79,8 @@ def test_secrets_are_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sEcReT/value+1")
     monkeypatch.setenv("AWS_SESSION_TOKEN", "token-abc-123")
     assert s3.scrub("sig for sEcReT/value+1 with token-abc-123") == "sig for *** with ***"
+    assert s3.scrub("Failed to connect to proxy URL: http://me:pa55@proxy:3128") == (
+        "Failed to connect to proxy URL: http://***@proxy:3128")
 
 
 def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
