@@ -212,10 +212,10 @@ def parse_remote(value: Any, root: Path | Any, where: str) -> str:
     if scheme_of(value) is None:
         return str(root.join(value)) if isinstance(root, RemoteURL) and not value.startswith("/") else ""
     url = parse_url(value, where)
-    from fastserve.storage.s3 import EXTRA_HINT, available
+    from fastserve.storage.store import available, extra_hint
 
-    if not available():
-        raise ConfigError(f"{where}: {EXTRA_HINT}")
+    if not available(url.scheme):
+        raise ConfigError(f"{where}: {extra_hint(url.scheme)}")
     return str(url)
 
 

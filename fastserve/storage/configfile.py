@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fastserve.storage.location import RemoteURL, cache_root, parse_url
 from fastserve.storage.retry import StorageError
-from fastserve.storage.s3 import store_for
+from fastserve.storage.store import store_for
 
 _origins: dict[Path, RemoteURL] = {}
 

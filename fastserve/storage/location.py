@@ -16,9 +16,9 @@ from pathlib import Path
 
 from fastserve.errors import ConfigError
 
-# Schemes OVMS reads, and the extra that brings each one's client library.
-EXTRAS = {"s3": "s3"}
-KNOWN_ELSEWHERE = ("gs", "az", "azfs", "azure")  # OVMS stores fastserve does not read yet
+# Schemes fastserve reads (store.py has their client libraries), and OVMS's others.
+SCHEMES = ("s3", "gs")
+KNOWN_ELSEWHERE = ("az", "azfs", "azure")  # OVMS stores fastserve does not read yet
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 _cache_root: Path | None = None
@@ -57,20 +57,20 @@ def scheme_of(text: str) -> str | None:
 
 
 def parse_url(text: str, where: str) -> RemoteURL:
-    """s3://bucket/path, or OVMS's s3://host:port/bucket/path; ConfigError naming `where` otherwise."""
+    """s3://bucket/path, gs://bucket/path, or OVMS's s3://host:port/bucket/path; ConfigError naming `where`."""
     scheme = scheme_of(text)
     if scheme in KNOWN_ELSEWHERE:
-        raise ConfigError(f"{where}: {scheme}:// storage is not supported yet; use s3:// or a local path")
-    if scheme not in EXTRAS:
-        raise ConfigError(f"{where}: unknown storage {scheme}:// (s3://bucket/path or a local path)")
+        raise ConfigError(f"{where}: {scheme}:// storage is not supported yet; use s3://, gs:// or a local path")
+    if scheme not in SCHEMES:
+        raise ConfigError(f"{where}: unknown storage {scheme}:// (s3://bucket/path, gs://bucket/path or a local path)")
     rest = text[len(scheme) + 3:]
     endpoint = ""
     first, _, tail = rest.partition("/")
-    if re.fullmatch(r"[0-9A-Za-z.-]+:\d{1,5}", first):  # s3://minio:9000/bucket/path, as OVMS
+    if scheme == "s3" and re.fullmatch(r"[0-9A-Za-z.-]+:\d{1,5}", first):  # s3://minio:9000/bucket/path, as OVMS
         endpoint, rest = first, tail
     bucket, _, key = rest.partition("/")
     if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
-        raise ConfigError(f"{where}: {text!r}: {bucket!r} is not a bucket name (s3://bucket/path)")
+        raise ConfigError(f"{where}: {text!r}: {bucket!r} is not a bucket name ({scheme}://bucket/path)")
     return RemoteURL(scheme, bucket, key.strip("/"), endpoint)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from fastserve.settings import ModelSettings, VersionPolicy
 from fastserve.storage.location import RemoteURL, parse_url
 from fastserve.storage.retry import StorageError
-from fastserve.storage.s3 import RemoteObject, S3Store, store_for
+from fastserve.storage.store import RemoteObject, Store, store_for
 
 log = logging.getLogger("fastserve.storage")
 MANIFEST = ".fastserve-version.json"
@@ -41,7 +41,7 @@ def sync_model(settings: ModelSettings) -> None:
         raise StorageError(f"{where}: model {settings.name}: {exc}") from None
 
 
-def sync(store: S3Store, url: RemoteURL, mirror: Path, policy: VersionPolicy, name: str) -> None:
+def sync(store: Store, url: RemoteURL, mirror: Path, policy: VersionPolicy, name: str) -> None:
     versions = remote_versions(store, url, name)
     chosen = policy.select(list(versions))
     mirror.mkdir(parents=True, exist_ok=True)
@@ -66,7 +66,7 @@ def sync(store: S3Store, url: RemoteURL, mirror: Path, policy: VersionPolicy, na
             _remove(mirror, entry)
 
 
-def remote_versions(store: S3Store, url: RemoteURL, name: str) -> dict[int, dict[str, RemoteObject]]:
+def remote_versions(store: Store, url: RemoteURL, name: str) -> dict[int, dict[str, RemoteObject]]:
     """Version -> its files (path inside the version folder -> object), for versions with a model file."""
     if url.key.endswith(MODEL_SUFFIXES):  # base_path names one model file: version 1, with its .bin
         file_name = PurePosixPath(url.key).name
@@ -94,7 +94,7 @@ def remote_versions(store: S3Store, url: RemoteURL, name: str) -> dict[int, dict
     return found
 
 
-def _download_version(store: S3Store, url: RemoteURL, mirror: Path, version: int,
+def _download_version(store: Store, url: RemoteURL, mirror: Path, version: int,
                       files: dict[str, RemoteObject]) -> None:
     partial = mirror / f".partial-{version}-{os.getpid()}-{secrets.token_hex(4)}"
     try:

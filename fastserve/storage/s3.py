@@ -1,7 +1,7 @@
 """S3 and S3-compatible stores (MinIO ...) through botocore, configured from OVMS's environment variables.
 
-Rules: one client per endpoint, made on first use (botocore clients are thread-safe, and making
-one costs a few hundred ms). Credentials as OVMS (src/filesystem/s3filesystem.cpp):
+Rules: one client per endpoint, made on first use by store.py (botocore clients are thread-safe,
+and making one costs a few hundred ms). Credentials as OVMS (src/filesystem/s3filesystem.cpp):
 AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN), else AWS_PROFILE with the
 shared credentials file, else anonymous (public buckets). AWS_REGION sets the region.
 S3_ENDPOINT is host:port (http, as OVMS) or http(s)://host:port; the http(s)_proxy variables are
@@ -13,19 +13,17 @@ the key, secret and token from anything botocore says.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import os
 import re
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastserve.storage.location import RemoteURL
 from fastserve.storage.retry import StorageError, Transient, with_retries
+from fastserve.storage.store import RemoteObject, extra_hint
 
-EXTRA_HINT = "s3:// paths need the optional extra: pip install 'fastserve[s3]'"
+EXTRA_HINT = extra_hint("s3")
 # A connection must open within 5 s; a read may stall 30 s (a slow store), then the call is retried.
 CONNECT_TIMEOUT, READ_TIMEOUT = 5.0, 30.0
 CHUNK = 1 << 20  # bytes per read while streaming an object to its file
@@ -41,18 +39,6 @@ PERMANENT = {
     "PermanentRedirect": "the bucket is in another region (set AWS_REGION)",
     "AuthorizationHeaderMalformed": "the request was refused (check AWS_REGION and the credentials)",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteObject:
-    key: str  # relative to the listed folder
-    size: int
-    etag: str  # as listed, without quotes
-    full: str  # the key in the bucket
-
-
-def available() -> bool:
-    return importlib.util.find_spec("botocore") is not None
 
 
 def scrub(text: str) -> str:
@@ -204,16 +190,3 @@ def _text(exc: BaseException) -> str:
     return scrub(str(exc)).rstrip(".") or type(exc).__name__
 
 
-_stores: dict[str, S3Store] = {}
-_lock = threading.Lock()
-# A forked --rest_workers process must not share the parent's open connections: it makes its own client.
-os.register_at_fork(after_in_child=_stores.clear)
-
-
-def store_for(url: RemoteURL) -> S3Store:
-    """The shared client for this URL's endpoint (made once, from the environment at that time)."""
-    with _lock:
-        store = _stores.get(url.endpoint)
-        if store is None:
-            store = _stores[url.endpoint] = S3Store(url.endpoint)
-        return store

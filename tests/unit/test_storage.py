@@ -11,7 +11,7 @@ import pytest
 
 from fastserve import config
 from fastserve.errors import ConfigError
-from fastserve.storage import location, s3
+from fastserve.storage import location, s3, store
 from fastserve.storage.location import RemoteURL, mirror_path, parse_url
 from fastserve.storage.retry import ATTEMPTS, StorageError, Transient, with_retries
 
@@ -84,7 +84,7 @@ def test_secrets_are_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(s3, "available", lambda: False)
+    monkeypatch.setattr(store, "available", lambda scheme: False)
     with pytest.raises(ConfigError, match=r"^--model_path: s3:// paths need the optional extra: "
                                           r"pip install 'fastserve\[s3\]'$"):
         config.model_from_flags("m", "s3://bucket/m")
