@@ -17,8 +17,8 @@ from pathlib import Path
 from fastserve.errors import ConfigError
 
 # Schemes fastserve reads (store.py has their client libraries), and OVMS's others.
-SCHEMES = ("s3", "gs")
-KNOWN_ELSEWHERE = ("az", "azfs", "azure")  # OVMS stores fastserve does not read yet
+SCHEMES = ("s3", "gs", "az")
+KNOWN_ELSEWHERE = ("azfs", "azure")  # OVMS stores fastserve does not read yet
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 _cache_root: Path | None = None
@@ -60,9 +60,9 @@ def parse_url(text: str, where: str) -> RemoteURL:
     """s3://bucket/path, gs://bucket/path, or OVMS's s3://host:port/bucket/path; ConfigError naming `where`."""
     scheme = scheme_of(text)
     if scheme in KNOWN_ELSEWHERE:
-        raise ConfigError(f"{where}: {scheme}:// storage is not supported yet; use s3://, gs:// or a local path")
+        raise ConfigError(f"{where}: {scheme}:// storage is not supported yet; use s3://, gs://, az:// or a local path")
     if scheme not in SCHEMES:
-        raise ConfigError(f"{where}: unknown storage {scheme}:// (s3://bucket/path, gs://bucket/path or a local path)")
+        raise ConfigError(f"{where}: unknown storage {scheme}:// (s3://, gs:// or az://bucket/path, or a local path)")
     rest = text[len(scheme) + 3:]
     endpoint = ""
     first, _, tail = rest.partition("/")

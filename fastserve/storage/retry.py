@@ -32,16 +32,28 @@ class Transient(Exception):
     """A failure worth retrying; its message says what happened."""
 
 
+# Failures already logged as warnings: a store that stays down is polled every second, and its
+# retries would otherwise fill the log; the same failure is logged again at DEBUG only, until
+# the object is read successfully.
+_warned: set[tuple[str, str]] = set()
+
+
 def with_retries(what: str, work: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
     """Run `work`, retrying Transient failures with backoff; `what` names the object in messages."""
     delay = FIRST_DELAY
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            return work()
+            result = work()
         except Transient as exc:
             if attempt == ATTEMPTS:
                 raise StorageError(f"{what}: {exc} (gave up after {ATTEMPTS} attempts)") from None
-            log.warning("%s: %s; retrying in %g s (attempt %d of %d)", what, exc, delay, attempt + 1, ATTEMPTS)
+            level = logging.DEBUG if (what, str(exc)) in _warned else logging.WARNING
+            _warned.add((what, str(exc)))
+            log.log(level, "%s: %s; retrying in %g s (attempt %d of %d)", what, exc, delay, attempt + 1, ATTEMPTS)
             sleep(delay)
             delay *= 2
+        else:
+            if _warned:
+                _warned.difference_update({key for key in _warned if key[0] == what})
+            return result
     raise AssertionError("unreachable")

@@ -19,7 +19,7 @@ from fastserve.storage.location import RemoteURL
 from fastserve.storage.retry import StorageError
 
 # scheme -> (the module that must be importable, the extra that installs it)
-LIBRARIES = {"s3": ("botocore", "s3"), "gs": ("google.cloud.storage", "gcs")}
+LIBRARIES = {"s3": ("botocore", "s3"), "gs": ("google.cloud.storage", "gcs"), "az": ("azure.storage.blob", "azure")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,7 @@ class RemoteObject:
     size: int
     etag: str  # what identifies this content (S3: ETag, an MD5 when not multipart; GCS: generation)
     full: str  # the key in the bucket
+    md5: str = ""  # hex MD5 of the content where the store gives it apart from etag (Azure's Content-MD5)
 
 
 class Store(Protocol):
@@ -63,6 +64,10 @@ def store_for(url: RemoteURL) -> Store:
                 from fastserve.storage.gcs import GCSStore
 
                 store = GCSStore()
+            elif url.scheme == "az":
+                from fastserve.storage.azure import AzureStore
+
+                store = AzureStore()
             else:
                 from fastserve.storage.s3 import S3Store
 

@@ -204,8 +204,8 @@ def test_unknown_model_key(repo: Path, fields: dict, message: str, capsys: pytes
     ({"name": 7, "base_path": "models/m"}, "model_config_list[0].config.name: must be a non-empty string"),
     ({"name": "m", "base_path": ""}, "model_config_list[0].config.base_path: must be a non-empty string"),
     ({"name": "m", "base_path": ["models/m"]}, "model_config_list[0].config.base_path: must be a non-empty string"),
-    ({"name": "m", "base_path": "az://container/m"},
-     "model_config_list[0].config.base_path: az:// storage is not supported yet; use s3://, gs:// or a local path"),
+    ({"name": "m", "base_path": "azfs://share/m"},
+     "model_config_list[0].config.base_path: azfs:// storage is not supported yet; use s3://, gs://, az:// or a "),
     ({"name": "m", "base_path": "ftp://host/m"}, "model_config_list[0].config.base_path: unknown storage ftp://"),
     ({"name": "m", "base_path": "s3://B/m"}, "model_config_list[0].config.base_path: 's3://B/m': 'B' is not a bucket"),
 ])

@@ -64,6 +64,17 @@ def test_transient_failures_back_off_then_give_up() -> None:
     assert len(waits) == ATTEMPTS - 1 and waits == [0.25, 0.5, 1.0, 2.0]
 
 
+def test_a_failure_that_repeats_is_warned_about_once(caplog: pytest.LogCaptureFixture) -> None:
+    def down() -> None:
+        raise Transient("connection refused")
+
+    for _ in range(2):  # two polls of a store that stays down
+        with pytest.raises(StorageError):
+            with_retries("s3://b/again", down, sleep=lambda _: None)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "s3://b/again" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+
+
 def test_permanent_failures_are_not_retried() -> None:
     waits: list[float] = []
 
