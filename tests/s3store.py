@@ -26,7 +26,10 @@ from tests.serverproc import free_port
 START_TIMEOUT = 30.0  # seconds for moto to import and listen (about one on this VM)
 REGION = "us-east-1"
 AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",
-                 "AWS_DEFAULT_REGION", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "S3_ENDPOINT")
+                 "AWS_DEFAULT_REGION", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "S3_ENDPOINT",
+                 # the other stores' (tests/e2e/test_gcs.py, test_azure.py use clean_env too)
+                 "GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT",
+                 "AZURE_STORAGE_CONNECTION_STRING")
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "no_proxy", "NO_PROXY", "all_proxy",
                    "ALL_PROXY")
 
@@ -105,7 +108,7 @@ class S3Server:
 
 
 def clean_env(**variables: str) -> dict[str, str]:
-    """Our environment without any AWS or proxy setting (so 127.0.0.1 is reached directly), plus `variables`."""
+    """Our environment without any cloud or proxy setting (so 127.0.0.1 is reached directly), plus `variables`."""
     env = {k: v for k, v in os.environ.items() if k not in AWS_VARIABLES + PROXY_VARIABLES}
     env.update(variables)
     return env
