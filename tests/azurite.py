@@ -63,9 +63,13 @@ class Azurite:
                     self.stop()
                     raise RuntimeError("Azurite did not start") from None
                 time.sleep(0.05)
-        from azure.storage.blob import BlobServiceClient
+        try:  # a failure here must not leave Azurite running
+            from azure.storage.blob import BlobServiceClient
 
-        self.service = BlobServiceClient.from_connection_string(self.connection_string())
+            self.service = BlobServiceClient.from_connection_string(self.connection_string())
+        except BaseException:
+            self.stop()
+            raise
 
     def connection_string(self, port: int | None = None, key: str = KEY) -> str:
         return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={key};"

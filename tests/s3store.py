@@ -44,16 +44,21 @@ class S3Server:
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                                      env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        self._wait()
-        self.key_id, self.secret = "testing-key", "testing-secret"
-        if auth:
-            iam = self._client("iam")
-            iam.create_user(UserName="fastserve")
-            policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-            iam.put_user_policy(UserName="fastserve", PolicyName="all", PolicyDocument=json.dumps(policy))
-            key = iam.create_access_key(UserName="fastserve")["AccessKey"]
-            self.key_id, self.secret = key["AccessKeyId"], key["SecretAccessKey"]
-        self.s3 = self._client("s3")
+        try:  # a failure here must not leave the server running
+            self._wait()
+            self.key_id, self.secret = "testing-key", "testing-secret"
+            if auth:
+                iam = self._client("iam")
+                iam.create_user(UserName="fastserve")
+                policy = {"Version": "2012-10-17",
+                          "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+                iam.put_user_policy(UserName="fastserve", PolicyName="all", PolicyDocument=json.dumps(policy))
+                key = iam.create_access_key(UserName="fastserve")["AccessKey"]
+                self.key_id, self.secret = key["AccessKeyId"], key["SecretAccessKey"]
+            self.s3 = self._client("s3")
+        except BaseException:
+            self.stop()
+            raise
 
     def _wait(self) -> None:
         import socket
@@ -67,7 +72,6 @@ class S3Server:
                 return
             except OSError:
                 time.sleep(0.05)
-        self.stop()
         raise RuntimeError(f"moto did not listen within {START_TIMEOUT} s")
 
     def _client(self, service: str) -> Any:
