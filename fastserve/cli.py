@@ -26,7 +26,7 @@ CONFIG_ERROR_EXIT = 2
 DEFAULT_REST_PORT = 8000
 # Flags that describe the one model of --model_name/--model_path; --config_path excludes them.
 SINGLE_MODEL_FLAGS = ("model_name", "model_path", "model_version_policy", "nireq", "target_device", "plugin_config",
-                      "shape", "batch_size", "layout")
+                      "shape", "batch_size", "layout", "mean", "scale", "color_format", "precision")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--shape", help='"(1,3,224,224)", "auto", or JSON per input; dims may be -1 or a:b')
     models.add_argument("--batch_size", help="batch size, or auto for a dynamic batch dimension")
     models.add_argument("--layout", help='input layout, e.g. "NHWC" or "NHWC:NCHW" (request:model)')
+    models.add_argument("--mean", help='subtracted from the input: one value or per channel, "[123.675,116.28,103.53]"')
+    models.add_argument("--scale", help='divides after mean: one value or per channel, "[58.395,57.12,57.375]"')
+    models.add_argument("--color_format", help='"<model format>:<format sent>", e.g. BGR:RGB (RGB, BGR, GRAY, NV12, '
+                        'NV12_2, I420, I420_3)')
+    models.add_argument("--precision", help='"<datatype sent>:<model datatype>", e.g. UINT8:FP32')
     models.add_argument("--cache_dir", help="OpenVINO model cache folder")
+    models.add_argument("--remote_cache_dir",
+                        help="where s3://, gs://, az:// models are cached (default: fastserve-remote-<uid> in /tmp)")
     rest = p.add_argument_group("REST server")
     rest.add_argument("--rest_port", type=int, help=f"port (default {DEFAULT_REST_PORT}; 0 picks a free one)")
     rest.add_argument("--rest_bind_address", default="0.0.0.0", help="address(es) to bind, comma-separated")
@@ -78,14 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     """Validate the flags and read the configuration they point at; ConfigError names what is wrong."""
     from fastserve.config import load_config_file, model_from_flags, pipelines_from_doc
+    from fastserve.storage.location import scheme_of, set_cache_root
 
     given = [f"--{flag}" for flag in SINGLE_MODEL_FLAGS if getattr(args, flag) is not None]
     config_path = None
     doc: dict[str, Any] = {}
+    set_cache_root(Path(args.remote_cache_dir).expanduser().resolve() if args.remote_cache_dir else None)
     if args.config_path:
         if given:
             raise ConfigError(f"--config_path excludes the single-model flags ({', '.join(given)})")
-        config_path = Path(args.config_path).expanduser().resolve()
+        if scheme_of(args.config_path):  # s3://...: a local copy, fetched again at every reload poll
+            from fastserve.storage.configfile import fetch_config
+
+            config_path = fetch_config(args.config_path)
+        else:
+            config_path = Path(args.config_path).expanduser().resolve()
         models, doc = load_config_file(config_path)
     elif args.model_name is not None or args.model_path is not None:
         if args.model_path is None:
@@ -103,6 +117,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
                 shape=args.shape,
                 batch_size=args.batch_size,
                 layout=args.layout,
+                preprocess={key: getattr(args, key) for key in ("mean", "scale", "color_format", "precision")},
             )
         ]
     elif given:

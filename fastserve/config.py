@@ -42,6 +42,10 @@ MODEL_KEYS = {
     "batch_size",
     "layout",
     "allow_cache",
+    "mean",
+    "scale",
+    "color_format",
+    "precision",
     # fastserve's own: opt-in dynamic batching and the execution choice.
     "max_batch_size",
     "max_queue_delay_microseconds",
@@ -49,7 +53,7 @@ MODEL_KEYS = {
 }
 # Accepted by OVMS's parser but not by its schema or not meaningful here; we refuse them loudly
 # rather than silently ignore what a user expects to take effect.
-UNSUPPORTED_MODEL_KEYS = {"mean", "scale", "color_format", "precision", "custom_loader_options", "graph_path"}
+UNSUPPORTED_MODEL_KEYS = {"custom_loader_options", "graph_path"}
 EXECUTION_MODES = ("auto", "inline", "async")
 # A dim is -1 (any), n >= 0, or a range a:b; shapes are "(1,3,224,224)" or "[1,3,224,224]".
 _DIM = r"\s*(?:-1|\d+|\d+:\d+)\s*"
@@ -84,11 +88,14 @@ def load_config_file(path: Path) -> tuple[list[ModelSettings], dict[str, Any]]:
         raise ConfigError(f"{path}: model_config_list: must be a list")
     models = []
     seen: dict[str, int] = {}
+    from fastserve.storage.configfile import config_root
+
+    root = config_root(path) or path.parent  # a remote config.json: relative paths are remote too
     for index, entry in enumerate(entries):
         where = f"{path}: model_config_list[{index}]"
         if not isinstance(entry, dict) or set(entry) != {"config"} or not isinstance(entry["config"], dict):
             raise ConfigError(f'{where}: each entry must be {{"config": {{...}}}}')
-        model = model_from_dict(entry["config"], path.parent, where + ".config")
+        model = model_from_dict(entry["config"], root, where + ".config")
         if model.name in seen:
             raise ConfigError(
                 f"{where}.config.name: duplicate model name {model.name!r} (also model_config_list[{seen[model.name]}])"
@@ -98,11 +105,11 @@ def load_config_file(path: Path) -> tuple[list[ModelSettings], dict[str, Any]]:
     return models, doc
 
 
-def model_from_dict(fields: dict[str, Any], root: Path, where: str) -> ModelSettings:
+def model_from_dict(fields: dict[str, Any], root: Path | Any, where: str) -> ModelSettings:
     """One `model_config_list[].config` object; relative base paths resolve against `root`."""
     for key in fields:
         if key in UNSUPPORTED_MODEL_KEYS:
-            raise ConfigError(f"{where}.{key}: not supported by fastserve (convert the model with it instead)")
+            raise ConfigError(f"{where}.{key}: not supported by fastserve")
         if key not in MODEL_KEYS:
             raise ConfigError(f"{where}: unknown key {key!r}")
     if "name" not in fields:
@@ -112,6 +119,7 @@ def model_from_dict(fields: dict[str, Any], root: Path, where: str) -> ModelSett
     return ModelSettings(
         name=parse_name(fields["name"], f"{where}.name"),
         base_path=parse_base_path(fields["base_path"], root, f"{where}.base_path"),
+        remote=parse_remote(fields["base_path"], root, f"{where}.base_path"),
         version_policy=parse_version_policy(fields.get("model_version_policy"), f"{where}.model_version_policy"),
         nireq=parse_count(fields.get("nireq"), f"{where}.nireq"),
         target_device=parse_target_device(fields.get("target_device"), f"{where}.target_device"),
@@ -119,6 +127,7 @@ def model_from_dict(fields: dict[str, Any], root: Path, where: str) -> ModelSett
         shape=parse_shape(fields.get("shape"), f"{where}.shape"),
         batch_size=parse_batch_size(fields.get("batch_size"), f"{where}.batch_size"),
         layout=parse_layout(fields.get("layout"), f"{where}.layout"),
+        **preprocessing(fields, f"{where}."),
         max_batch_size=parse_count(fields.get("max_batch_size"), f"{where}.max_batch_size"),
         max_queue_delay_microseconds=parse_count(
             fields.get("max_queue_delay_microseconds"), f"{where}.max_queue_delay_microseconds"
@@ -139,11 +148,13 @@ def model_from_flags(
     shape: Any = None,
     batch_size: Any = None,
     layout: Any = None,
+    preprocess: dict[str, Any] | None = None,
 ) -> ModelSettings:
     """The single-model flags (`--model_name` + `--model_path` ...); errors name the flag."""
     return ModelSettings(
         name=parse_name(name, "--model_name"),
         base_path=parse_base_path(path, Path.cwd(), "--model_path"),
+        remote=parse_remote(path, Path.cwd(), "--model_path"),
         version_policy=parse_version_policy(version_policy, "--model_version_policy"),
         nireq=parse_count(nireq, "--nireq"),
         target_device=parse_target_device(target_device, "--target_device"),
@@ -151,7 +162,20 @@ def model_from_flags(
         shape=parse_shape(shape, "--shape"),
         batch_size=parse_batch_size(batch_size, "--batch_size"),
         layout=parse_layout(layout, "--layout"),
+        **preprocessing(preprocess or {}, "--"),
     )
+
+
+def preprocessing(fields: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """mean, scale, color_format, precision (OVMS syntax, fastserve/preprocess_config.py)."""
+    from fastserve import preprocess_config as pc
+
+    return {
+        "mean": pc.parse_values(fields.get("mean"), prefix + "mean"),
+        "scale": pc.parse_values(fields.get("scale"), prefix + "scale", nonzero=True),
+        "color_format": pc.parse_color_format(fields.get("color_format"), prefix + "color_format"),
+        "precision": pc.parse_precision(fields.get("precision"), prefix + "precision"),
+    }
 
 
 def parse_name(value: Any, where: str) -> str:
@@ -161,12 +185,15 @@ def parse_name(value: Any, where: str) -> str:
     return value
 
 
-def parse_base_path(value: Any, root: Path, where: str) -> Path:
+def parse_base_path(value: Any, root: Path | Any, where: str) -> Path:
+    """A local folder or file; for a remote one (s3://...), the local cache folder it is mirrored into."""
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: must be a non-empty string")
-    scheme = re.match(r"^([a-z0-9]+)://", value)
-    if scheme:
-        raise ConfigError(f"{where}: remote storage ({scheme.group(1)}://) is not supported; use a local path")
+    remote = parse_remote(value, root, where)
+    if remote:
+        from fastserve.storage.location import mirror_path, parse_url
+
+        return mirror_path(parse_url(remote, where))
     path = Path(value).expanduser()
     if not path.is_absolute():
         path = root / path
@@ -174,6 +201,22 @@ def parse_base_path(value: Any, root: Path, where: str) -> Path:
     if not path.exists():
         raise ConfigError(f"{where}: {path} does not exist")
     return path
+
+
+def parse_remote(value: Any, root: Path | Any, where: str) -> str:
+    """The remote URL a base path names ("" for a local one): absolute, or relative to a remote config.json."""
+    from fastserve.storage.location import RemoteURL, parse_url, scheme_of
+
+    if not isinstance(value, str):
+        return ""
+    if scheme_of(value) is None:
+        return str(root.join(value)) if isinstance(root, RemoteURL) and not value.startswith("/") else ""
+    url = parse_url(value, where)
+    from fastserve.storage.store import available, extra_hint
+
+    if not available(url.scheme):
+        raise ConfigError(f"{where}: {extra_hint(url.scheme)}")
+    return str(url)
 
 
 def parse_version_policy(value: Any, where: str) -> VersionPolicy:

@@ -42,6 +42,7 @@ from fastserve.models.repository import (
 )
 from fastserve.models.servable import Servable
 from fastserve.settings import ModelSettings
+from fastserve.storage.configfile import refresh_config
 
 log = logging.getLogger("fastserve.reload")
 T = TypeVar("T")
@@ -136,6 +137,7 @@ class Reloader:
         doc = None
         if self.config_path is not None:
             try:
+                refresh_config(self.config_path)  # a remote config.json: fetched again (no-op for a local one)
                 raw = _read(self.config_path)
             except OSError as exc:
                 self._log_once(f"config reload: cannot read {self.config_path}: {exc.strerror}")

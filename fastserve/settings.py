@@ -40,7 +40,7 @@ class VersionPolicy:
 @dataclass(frozen=True, slots=True)
 class ModelSettings:
     name: str
-    base_path: Path
+    base_path: Path  # a remote base path's local mirror (fastserve/storage/) when `remote` is set
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     nireq: int = 0  # 0: OpenVINO's optimal number of infer requests
     target_device: str = "CPU"
@@ -50,11 +50,19 @@ class ModelSettings:
     shape: str | dict[str, str] | None = None
     batch_size: int | str | None = None  # int, "auto" (dynamic batch) or None
     layout: str | dict[str, str] | None = None
+    # OVMS's preprocessing options, normalized by fastserve/preprocess_config.py and built into the
+    # model by fastserve/models/preprocess.py: one float or one per channel; "BGR:RGB"; "UINT8:FP32".
+    mean: float | tuple[float, ...] | None = None
+    scale: float | tuple[float, ...] | None = None
+    color_format: str | None = None
+    precision: str | None = None
     # fastserve's own keys (OVMS has no dynamic batching): opt-in server-side batching.
     max_batch_size: int = 0
     max_queue_delay_microseconds: int = 0
     # "auto" picks inline or async per model by a warm-up probe; see models/servable.py.
     execution_mode: str = "auto"
+    # The remote base path (s3://bucket/path) mirrored into base_path before versions are listed; "" for local.
+    remote: str = ""
     # Where the model was configured, for error messages: "<config.json>: model_config_list[2].config",
     # or "" for the single-model CLI flags.
     source: str = ""

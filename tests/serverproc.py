@@ -30,7 +30,9 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, *args: str, ready_timeout: float = 60.0, wait_ready: bool = True, grpc: bool = False) -> None:
+    def __init__(self, *args: str, ready_timeout: float = 60.0, wait_ready: bool = True, grpc: bool = False,
+                 env: dict[str, str] | None = None) -> None:
+        self.env = env  # the whole environment of the server process; None: ours
         for attempt in range(2):
             self.grpc_port = free_port() if grpc else 0
             self._start(args, ready_timeout)
@@ -53,7 +55,7 @@ class ServerProcess:
             command += ["--rest_port", "0"]
         if self.grpc_port:
             command += ["--port", str(self.grpc_port), "--grpc_bind_address", "127.0.0.1"]
-        self.proc = subprocess.Popen([*command, *args], stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([*command, *args], stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         try:
             self.port = self._wait_port(ready_timeout)
         except RuntimeError:

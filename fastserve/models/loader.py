@@ -19,6 +19,7 @@ import openvino as ov
 
 from fastserve.errors import ConfigError
 from fastserve.models.batching import enable_batching, triton_max_batch_size
+from fastserve.models.preprocess import add_preprocessing, build_error, requested
 from fastserve.models.servable import Servable
 from fastserve.models.slots import one_thread_hides_failures
 from fastserve.settings import ModelSettings
@@ -32,6 +33,10 @@ def find_versions(settings: ModelSettings) -> dict[int, Path]:
     """Every version on disk with its model file (not yet filtered by the version policy)."""
     base = settings.base_path
     where = settings.where("base_path")
+    if settings.remote:  # s3://...: mirror the versions the policy serves into base_path first
+        from fastserve.storage.mirror import sync_model
+
+        sync_model(settings)
     if base.is_file():
         if base.suffix not in MODEL_SUFFIXES:
             raise ConfigError(f"{where}: {base} is not an OpenVINO IR (.xml) or ONNX (.onnx) file")
@@ -70,7 +75,8 @@ def select_versions(settings: ModelSettings) -> dict[int, Path]:
     if not on_disk:
         raise ConfigError(
             f"{settings.where('base_path')}: model {settings.name}: no version folder with a model file in "
-            f"{settings.base_path} (expected {settings.base_path}/<version>/model.xml or model.onnx)"
+            f"{settings.remote or settings.base_path} (expected {settings.remote or settings.base_path}/<version>/"
+            "model.xml or model.onnx)"
         )
     policy = settings.version_policy
     chosen = policy.select(list(on_disk))
@@ -186,14 +192,17 @@ def _single_threaded(
 
 
 def apply_layout(model: ov.Model, settings: ModelSettings) -> None:
-    """`layout`: "NHWC" names the inputs' layout; "NHWC:NCHW" also transposes (request layout : model layout)."""
-    if not settings.layout:
+    """`layout`: "NHWC" names the inputs' layout; "NHWC:NCHW" also transposes (request layout : model layout).
+
+    OVMS's mean/scale/color_format/precision go into the same PrePostProcessor (models/preprocess.py).
+    """
+    if not settings.layout and not requested(settings):
         return
     where = settings.where("layout")
     if isinstance(settings.layout, dict):
         per_input = settings.layout
     else:
-        per_input = {port.get_any_name(): settings.layout for port in model.inputs}
+        per_input = {port.get_any_name(): settings.layout for port in model.inputs} if settings.layout else {}
     ppp = ov.preprocess.PrePostProcessor(model)
     for name, text in per_input.items():
         try:
@@ -206,9 +215,13 @@ def apply_layout(model: ov.Model, settings: ModelSettings) -> None:
             info.model().set_layout(ov.Layout(model_layout or tensor_layout))
         except RuntimeError:
             raise ConfigError(f"{where}: {text!r} is not a valid layout for input {name}") from None
+    add_preprocessing(ppp, model, settings)
     try:
         ppp.build()
     except RuntimeError as exc:
+        message = build_error(settings, exc)
+        if message is not None:
+            raise ConfigError(message) from None
         raise ConfigError(f"{where}: model {settings.name}: the layout cannot be applied: {_first(exc)}") from None
 
 

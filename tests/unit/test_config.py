@@ -189,7 +189,7 @@ def test_bad_top_level(repo: Path, doc: Any, message: str, capsys: pytest.Captur
 @pytest.mark.parametrize(("fields", "message"), [
     ({"nireqs": 2}, "model_config_list[0].config: unknown key 'nireqs'"),
     ({"stateful": True}, "model_config_list[0].config: unknown key 'stateful'"),
-    ({"mean": "[1,2,3]"}, "model_config_list[0].config.mean: not supported by fastserve"),
+    ({"graph_path": "g.pbtxt"}, "model_config_list[0].config.graph_path: not supported by fastserve"),
 ])
 def test_unknown_model_key(repo: Path, fields: dict, message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert config_error(repo, one_model(**fields), capsys).startswith(message)
@@ -204,8 +204,10 @@ def test_unknown_model_key(repo: Path, fields: dict, message: str, capsys: pytes
     ({"name": 7, "base_path": "models/m"}, "model_config_list[0].config.name: must be a non-empty string"),
     ({"name": "m", "base_path": ""}, "model_config_list[0].config.base_path: must be a non-empty string"),
     ({"name": "m", "base_path": ["models/m"]}, "model_config_list[0].config.base_path: must be a non-empty string"),
-    ({"name": "m", "base_path": "s3://bucket/m"},
-     "model_config_list[0].config.base_path: remote storage (s3://) is not supported"),
+    ({"name": "m", "base_path": "azfs://share/m"},
+     "model_config_list[0].config.base_path: azfs:// storage is not supported yet; use s3://, gs://, az:// or a "),
+    ({"name": "m", "base_path": "ftp://host/m"}, "model_config_list[0].config.base_path: unknown storage ftp://"),
+    ({"name": "m", "base_path": "s3://B/m"}, "model_config_list[0].config.base_path: 's3://B/m': 'B' is not a bucket"),
 ])
 def test_missing_or_bad_name_and_base_path(repo: Path, config: dict, message: str,
                                            capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,101 @@
+"""fastserve/storage without a store: URLs, cache folders, retries, scrubbing, the missing-extra error.
+
+Everything that talks to a store is tested against a real local S3 server in tests/e2e/test_s3.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fastserve import config
+from fastserve.errors import ConfigError
+from fastserve.storage import location, s3, store
+from fastserve.storage.location import RemoteURL, mirror_path, parse_url
+from fastserve.storage.retry import ATTEMPTS, StorageError, Transient, with_retries
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("s3://bucket/models/resnet", RemoteURL("s3", "bucket", "models/resnet")),
+    ("s3://bucket/models/resnet/", RemoteURL("s3", "bucket", "models/resnet")),
+    ("s3://bucket", RemoteURL("s3", "bucket", "")),
+    ("S3://bucket/m", RemoteURL("s3", "bucket", "m")),
+    ("s3://minio.local:9000/bucket/m", RemoteURL("s3", "bucket", "m", "minio.local:9000")),  # OVMS's form
+])
+def test_urls(text: str, expected: RemoteURL) -> None:
+    assert parse_url(text, "--model_path") == expected
+
+
+def test_relative_paths_join_the_remote_folder() -> None:
+    folder = RemoteURL("s3", "bucket", "configs/prod")
+    assert str(folder.join("resnet")) == "s3://bucket/configs/prod/resnet"
+    assert str(folder.join("../models/./resnet")) == "s3://bucket/configs/models/resnet"
+    assert str(RemoteURL("s3", "bucket", "configs/config.json").parent()) == "s3://bucket/configs"
+
+
+def test_each_url_has_its_own_mirror_under_the_cache_root(tmp_path: Path) -> None:
+    location.set_cache_root(tmp_path)
+    try:
+        one, two = mirror_path(parse_url("s3://b1x/m", "x")), mirror_path(parse_url("s3://b2x/m", "x"))
+        assert one.parent == two.parent == tmp_path and one != two and one.name.startswith("b1x_m-")
+    finally:
+        location.set_cache_root(None)
+
+
+def test_transient_failures_back_off_then_give_up() -> None:
+    waits: list[float] = []
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise Transient("connection reset")
+        return "ok"
+
+    assert with_retries("s3://b/k", flaky, sleep=waits.append) == "ok" and waits == [0.25, 0.5]
+    waits.clear()
+
+    def down() -> None:
+        raise Transient("connection refused")
+
+    with pytest.raises(StorageError, match=r"^s3://b/k: connection refused \(gave up after 5 attempts\)$"):
+        with_retries("s3://b/k", down, sleep=waits.append)
+    assert len(waits) == ATTEMPTS - 1 and waits == [0.25, 0.5, 1.0, 2.0]
+
+
+def test_a_failure_that_repeats_is_warned_about_once(caplog: pytest.LogCaptureFixture) -> None:
+    def down() -> None:
+        raise Transient("connection refused")
+
+    for _ in range(2):  # two polls of a store that stays down
+        with pytest.raises(StorageError):
+            with_retries("s3://b/again", down, sleep=lambda _: None)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "s3://b/again" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+
+
+def test_permanent_failures_are_not_retried() -> None:
+    waits: list[float] = []
+
+    def denied() -> None:
+        raise StorageError("access denied")
+
+    with pytest.raises(StorageError, match="access denied"):
+        with_retries("s3://b/k", denied, sleep=waits.append)
+    assert waits == []
+
+
+def test_secrets_are_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sEcReT/value+1")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "token-abc-123")
+    assert s3.scrub("sig for sEcReT/value+1 with token-abc-123") == "sig for *** with ***"
+    assert s3.scrub("Failed to connect to proxy URL: http://me:pa55@proxy:3128") == (
+        "Failed to connect to proxy URL: http://***@proxy:3128")
+
+
+def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(store, "available", lambda scheme: False)
+    with pytest.raises(ConfigError, match=r"^--model_path: s3:// paths need the optional extra: "
+                                          r"pip install 'fastserve\[s3\]'$"):
+        config.model_from_flags("m", "s3://bucket/m")
