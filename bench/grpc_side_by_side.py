@@ -1,7 +1,9 @@
-"""gRPC side by side in one run: fastserve's gRPC port against the bare grpc.aio servers of
-../shared/peers (raw_grpc.py with and without --parse, raw_h2_grpc.py), all driven by
+"""gRPC side by side in one run: fastserve's gRPC port on each transport (--grpc_transport h2 and
+grpcio) against the bare servers of ../shared/peers (raw_grpc.py with and without --parse,
+raw_h2_grpc.py), all driven by
 ../shared/peers/grpc_load.py (add model: a, b FP32 [1,16] -> sum; typed contents), interleaved
-repetitions, medians. Prints a Markdown table of RPC/s, p99 and fastserve / peer ratios.
+repetitions (each repetition visits every server, in a rotated order), medians. Prints a
+Markdown table of RPC/s, p99 and fastserve-h2 / it ratios.
 
 Usage (from the project root, with the test venv, which has tritonclient[grpc]):
   .venv/bin/python bench/grpc_side_by_side.py [--reps 2] [--dur 6] [--c 1,32]
@@ -56,10 +58,11 @@ def wait_port(port: int, timeout: float = 60.0) -> None:
 
 def start(name: str, model: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    if name == "fastserve":
+    if name.startswith("fastserve"):
         command = [sys.executable, "-m", "fastserve", "--model_name", "add", "--model_path", str(model),
                    "--rest_port", "0", "--rest_bind_address", "127.0.0.1", "--port", str(port),
-                   "--grpc_bind_address", "127.0.0.1", "--log_level", "WARNING"]
+                   "--grpc_bind_address", "127.0.0.1", "--log_level", "WARNING",
+                   "--grpc_transport", name.split("-", 1)[1]]
         cwd = ROOT
     else:
         script, *flags = {"grpc.aio --parse": ["raw_grpc.py", "--parse"], "grpc.aio fixed": ["raw_grpc.py"],
@@ -68,7 +71,7 @@ def start(name: str, model: Path) -> tuple[subprocess.Popen, int]:
         cwd = PEERS
     proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
-    time.sleep(1.0 if name == "fastserve" else 0.3)  # fastserve: the model loads after the port opens
+    time.sleep(1.0 if name.startswith("fastserve") else 0.3)  # fastserve: the model loads after the port opens
     return proc, port
 
 
@@ -84,13 +87,15 @@ def main() -> None:
     ap.add_argument("--dur", type=float, default=6.0)
     ap.add_argument("--c", default="1,32")
     args = ap.parse_args()
-    servers = ["fastserve", "grpc.aio --parse", "grpc.aio fixed", "h2 on uvloop"]
+    ours = "fastserve-h2"
+    servers = [ours, "fastserve-grpcio", "grpc.aio --parse", "grpc.aio fixed", "h2 on uvloop"]
     levels = [int(c) for c in args.c.split(",")]
     results: dict[tuple[str, int], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = add16(Path(tmp))
-        for _ in range(args.reps):
-            for name in servers:  # interleaved: each repetition visits every server
+        for rep in range(args.reps):
+            shift = rep % len(servers)
+            for name in servers[shift:] + servers[:shift]:  # interleaved, and no server always first
                 proc, port = start(name, model)
                 try:
                     for c in levels:
@@ -98,17 +103,17 @@ def main() -> None:
                 finally:
                     proc.terminate()
                     proc.wait(30)
-    print("| server | " + " | ".join(f"c{c} RPC/s | c{c} p99 ms | fastserve / it" for c in levels) + " |")
+    print("| server | " + " | ".join(f"c{c} RPC/s | c{c} p99 ms | {ours} / it" for c in levels) + " |")
     print("|---|" + "---|---|---|" * len(levels))
     for name in servers:
         cells = []
         for c in levels:
             rps = statistics.median(r["rps"] for r in results[(name, c)])
-            ours = statistics.median(r["rps"] for r in results[("fastserve", c)])
+            mine = statistics.median(r["rps"] for r in results[(ours, c)])
             p99 = statistics.median(r["p99_ms"] for r in results[(name, c)])
             errors = sum(r.get("errors", 0) for r in results[(name, c)])
             failed = f" (errors {errors})" if errors else ""
-            cells.append(f"{rps:,.0f}{failed} | {p99:.2f} | {ours / rps:.2f}")
+            cells.append(f"{rps:,.0f}{failed} | {p99:.2f} | {mine / rps:.2f}")
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
