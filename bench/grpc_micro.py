@@ -46,8 +46,8 @@ def add_request() -> bytes:
 def client_bytes(path: bytes, body: bytes, calls: int, batch: int) -> tuple[bytes, list[bytes]]:
     """The connection preface, then one bytes object per batch of calls."""
     client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
-    client.local_settings[SettingCodes.INITIAL_WINDOW_SIZE] = 2**31 - 1  # never block the server's replies
     client.initiate_connection()
+    client.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})  # never block the server's replies
     client.increment_flow_control_window(2**31 - 1 - 65535)
     preface = client.data_to_send()
     # The client believes every window is huge (a stand-in server says so); ours acknowledges as it reads.

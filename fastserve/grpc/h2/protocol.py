@@ -113,6 +113,19 @@ class GrpcConnection(asyncio.Protocol):
             log.exception("closing a gRPC connection from %s", self.address)
             self._close(b"")
             return
+        try:
+            self._events(events)
+        except Exception:  # a bug of ours: this connection ends, the server goes on
+            log.exception("closing a gRPC connection from %s", self.address)
+            for call in list(self.calls.values()):
+                self._drop(call)
+            self._close(b"")
+            return
+        if self.arriving:
+            self._arm_arriving()
+        self.flush()
+
+    def _events(self, events: list[Any]) -> None:
         for event in events:
             kind = type(event)
             if kind is DataReceived:
@@ -137,11 +150,8 @@ class GrpcConnection(asyncio.Protocol):
             elif kind is ConnectionTerminated:  # the client's GOAWAY: h2 sends nothing after it
                 for call in list(self.calls.values()):
                     self._drop(call)
-                self._close(conn.data_to_send())
+                self._close(self.conn.data_to_send() if self.conn is not None else b"")
                 return
-        if self.arriving:
-            self._arm_arriving()
-        self.flush()
 
     def flush(self) -> None:
         self.flush_soon = False
@@ -174,7 +184,7 @@ class GrpcConnection(asyncio.Protocol):
         conn = self.conn
         assert conn is not None
         if self.goaway is not None and sid > self.goaway:
-            conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)  # after our GOAWAY: the client retries elsewhere
+            self._reset(sid, ErrorCodes.REFUSED_STREAM)  # after our GOAWAY: the client retries elsewhere
             return
         headers = dict(event.headers)
         if headers.get(b":method") != b"POST":
@@ -288,13 +298,20 @@ class GrpcConnection(asyncio.Protocol):
         if task.cancelled() or call.finished:
             return  # answered already (deadline, shutdown) or the client is gone
         error = task.exception()
-        if error is None:
-            self._reply(call, task.result())
-        elif isinstance(error, Aborted):
-            self.fail(call, error.code, error.details)
-        else:
-            log.error("gRPC call failed", exc_info=error)
-            self.fail(call, INTERNAL, "Internal server error")
+        try:
+            if error is None:
+                self._reply(call, task.result())
+            elif isinstance(error, Aborted):
+                self.fail(call, error.code, error.details)
+            else:
+                log.error("gRPC call failed", exc_info=error)
+                self.fail(call, INTERNAL, "Internal server error")
+        except Exception:  # a bug of ours while answering: the client still gets a status
+            log.exception("gRPC answer failed")
+            call.outbox.clear()
+            if not call.finished:
+                self._finish(call, reset=False)
+            self._reset(call.stream_id, ErrorCodes.INTERNAL_ERROR)
         self.schedule_flush()
 
     def _start_stream(self, call: Call, request: Any) -> None:
@@ -347,8 +364,7 @@ class GrpcConnection(asyncio.Protocol):
         if call.outbox and call.headers_sent:  # part of a message is out: trailers now would corrupt it
             call.outbox.clear()
             self._finish(call, reset=False)
-            if self.conn is not None:
-                self.conn.reset_stream(call.stream_id, ErrorCodes.CANCEL)
+            self._reset(call.stream_id, ErrorCodes.CANCEL)
             return
         self.end(call, status_trailers(code, details))
 
@@ -388,7 +404,7 @@ class GrpcConnection(asyncio.Protocol):
         conn.send_headers(sid, [(b":status", status), (b"content-type", b"text/plain"), (b"grpc-status", b"13"),
                                 (b"grpc-message", percent_encode(message))], end_stream=True)
         if still_sending:
-            conn.reset_stream(sid, ErrorCodes.NO_ERROR)
+            self._reset(sid, ErrorCodes.NO_ERROR)
 
     def _finish(self, call: Call, reset: bool) -> None:
         """The call is answered: forget it; a client still sending its request is stopped."""
@@ -402,9 +418,14 @@ class GrpcConnection(asyncio.Protocol):
         task = call.task
         if task is not None and not task.done():
             task.cancel()  # an answer before the handler's own (deadline, shutdown): stop its work
-        if reset and self.conn is not None:
+        if reset:
+            self._reset(call.stream_id, ErrorCodes.NO_ERROR)
+
+    def _reset(self, sid: int, code: ErrorCodes) -> None:
+        """RST_STREAM, unless h2 already saw the stream end (its END_STREAM came in the same read)."""
+        if self.conn is not None:
             try:
-                self.conn.reset_stream(call.stream_id, ErrorCodes.NO_ERROR)
+                self.conn.reset_stream(sid, code)
             except H2Error:
                 pass
 
