@@ -68,6 +68,14 @@ def test_a_reply_over_the_send_limit_is_resource_exhausted(tight: ServerProcess)
     np.testing.assert_array_equal(output_arrays(stub.call("ModelInfer", body))["y"], 2 * x)
 
 
+def test_a_message_with_non_ascii_text_reaches_the_client_intact(tight: ServerProcess) -> None:
+    # grpc-message is percent-encoded on the wire (UTF-8, %XX), and decoded by the client.
+    x = np.ones((1, 4), np.float32)
+    code, details = Stub(tight.grpc_host).status("ModelInfer", infer_request("dynamic", {"x": ("FP32", x)},
+                                                                             outputs=["żółw 100%"]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("Unknown output name: żółw 100% ("), details
+
+
 def test_a_gzip_compressed_request_is_inflated(tight: ServerProcess) -> None:
     channel = grpc.insecure_channel(tight.grpc_host, compression=grpc.Compression.Gzip)
     x, body = dynamic(100_000)
