@@ -4,9 +4,10 @@ Rules: a small custom kserve.Model per model, written the way fastserve runs mod
 comparison is about the servers, not the model execution: the same compile properties
 (PERFORMANCE_HINT=LATENCY), a pool of infer requests, tiny models run inline on the loop and
 slow ones through start_async with the completion handed back to the loop. It is given every
-advantage KServe offers: gRPC, per-request latency logging, the access log and the timing
-middleware's log lines are off.
+advantage KServe offers: gRPC (unless --with-grpc), per-request latency logging, the access log
+and the timing middleware's log lines are off.
 Usage: python bench/kserve_server.py --http_port P --model name=path/model.xml [--model ...]
+       [--with-grpc --grpc_port G] (gRPC is off unless asked: the REST benchmarks must not pay for it)
 (unknown flags go to KServe's own parser, which reads sys.argv when imported).
 """
 
@@ -31,6 +32,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="KServe Python server on OpenVINO models", add_help=False)
     parser.add_argument("--model", action="append", default=[], help="name=path/to/model.xml")
     parser.add_argument("--nireq", type=int, default=0)
+    parser.add_argument("--with-grpc", dest="grpc", action="store_true",
+                        help="serve KServe's gRPC port too (--grpc_port, KServe's flag)")
     return parser.parse_known_args(argv)[0]
 
 
@@ -102,10 +105,13 @@ def main(argv: list[str]) -> int:
                 arrays = [request.get_output_tensor(i).data.copy() for i in range(len(self.outputs))]
             finally:
                 self._release(request)
-            outputs = [
-                InferOutput(name=name, shape=list(array.shape), datatype=datatype, data=array)
-                for (name, datatype), array in zip(self.outputs, arrays, strict=True)
-            ]
+            outputs = []
+            for (name, datatype), array in zip(self.outputs, arrays, strict=True):
+                # set_data_from_numpy, not data=array: kserve 0.21's InferResponse.to_grpc tests the
+                # truth of `data` and fails on an array for a raw (binary) request.
+                output = InferOutput(name=name, shape=list(array.shape), datatype=datatype)
+                output.set_data_from_numpy(array, binary_data=bool(payload.use_binary_outputs))
+                outputs.append(output)
             return InferResponse(
                 response_id=payload.id or "",
                 model_name=self.name,
@@ -120,7 +126,7 @@ def main(argv: list[str]) -> int:
         model = OpenVINOModel(name, path, args.nireq)
         model.load()
         models.append(model)
-    server = kserve.ModelServer(enable_grpc=False, enable_latency_logging=False, workers=1)
+    server = kserve.ModelServer(enable_grpc=args.grpc, enable_latency_logging=False, workers=1)
     # After ModelServer() has configured logging: one log line per request for access and timing.
     for name in ("uvicorn.access", "kserve.trace"):
         logging.getLogger(name).disabled = True

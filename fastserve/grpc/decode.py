@@ -8,6 +8,7 @@ viewed in place (np.frombuffer over protobuf's own bytes: no copy beyond the par
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -91,7 +92,8 @@ def decode_request(message: ModelInferRequest) -> InferRequest:
         else:
             _attach_contents(item, tensor.contents)
         decoded.append(item)
-    outputs = [RequestedOutput(out.name, True, parameters(out.parameters)) for out in message.outputs] or None
+    wanted = message.outputs
+    outputs = [RequestedOutput(out.name, True, parameters(out.parameters)) for out in wanted] if wanted else None
     if outputs is not None:
         names = [out.name for out in outputs]
         if len(set(names)) != len(names):
@@ -116,18 +118,19 @@ def _input_header(tensor: ModelInferRequest.InferInputTensor) -> InferInput:
     if not name:
         raise InvalidInput("Could not parse input content - an input has no name")
     shape = tuple(tensor.shape)
-    for dim in shape:
-        if dim < 0:
-            raise InvalidInput(f"Could not parse input content - shape of input {name} must be a list of integers >= 0")
+    if shape and min(shape) < 0:
+        raise InvalidInput(f"Could not parse input content - shape of input {name} must be a list of integers >= 0")
     if len(shape) > MAX_RANK:
         raise InvalidInput(f"Could not parse input content - shape of input {name} has {len(shape)} dimensions, "
                            f"more than {MAX_RANK}")
-    if element_count(tuple(d or 1 for d in shape)) > MAX_ELEMENTS:
+    count = math.prod(shape)  # with a 0 dim, the other dims must still fit: a [0, 2**62] shape is refused
+    if count > MAX_ELEMENTS or (not count and math.prod(d or 1 for d in shape) > MAX_ELEMENTS):
         raise InvalidInput(f"Could not parse input content - shape {list(shape)} of input {name} is too large")
     datatype = BY_NAME.get(tensor.datatype)
     if datatype is None:
         raise InvalidInput(f"Unsupported data precision detected - {tensor.datatype!r} for input {name}")
-    return InferInput(name, datatype, shape, parameters(tensor.parameters))
+    given = tensor.parameters
+    return InferInput(name, datatype, shape, parameters(given) if given else {})
 
 
 def _attach_raw(item: InferInput, raw: bytes) -> None:

@@ -93,6 +93,9 @@ class Servable:
         self._input_types = [port.get_element_type() for port in compiled.inputs]
         self._string_inputs = [spec.datatype is BYTES for spec in input_specs]
         self._string_outputs = [spec.datatype is BYTES for spec in output_specs]
+        # bf16 tensors' .data is a float16 view of their bits: fastserve holds them as uint16 (datatypes.py).
+        self._bf16_inputs = [t == ov.Type.bf16 for t in self._input_types]
+        self._bf16_outputs = [port.get_element_type() == ov.Type.bf16 for port in compiled.outputs]
         self._infer_sync = infer_public if any(self._string_outputs) else infer_sync
         if mode != "async" and runs_one_thread(compiled) and one_thread_hides_failures():
             # A failed inline inference would pass unnoticed and stall the next ones, which then return
@@ -250,7 +253,8 @@ class Servable:
                 slot.foreign[index] = True
                 slot.views[index] = None
             elif array.nbytes >= SHARE_INPUT_BYTES and array.flags.c_contiguous and array.flags.writeable:
-                request.set_input_tensor(index, ov.Tensor(array, shared_memory=True))
+                request.set_input_tensor(index, ov.Tensor(array, list(array.shape), ov.Type.bf16)
+                                         if self._bf16_inputs[index] else ov.Tensor(array, shared_memory=True))
                 slot.keep[index] = array
                 slot.foreign[index] = True
                 slot.views[index] = None
@@ -271,7 +275,7 @@ class Servable:
             tensor = request.get_input_tensor(index)
             if tuple(tensor.shape) != shape:
                 tensor.shape = list(shape)  # may move its memory: hence a new view
-        return tensor.data
+        return tensor.data.view(np.uint16) if self._bf16_inputs[index] else tensor.data
 
     def _outputs(self, slot: Slot, wanted: list[int]) -> list[np.ndarray]:
         request = slot.request
@@ -280,11 +284,14 @@ class Servable:
             if self._fixed_outputs[index]:
                 view = slot.out_views[index]
                 if view is None:
-                    view = slot.out_views[index] = request.get_output_tensor(index).data
+                    view = request.get_output_tensor(index).data
+                    view = slot.out_views[index] = view.view(np.uint16) if self._bf16_outputs[index] else view
                 out.append(view)
                 continue
             tensor = request.get_output_tensor(index)
-            if not self._string_outputs[index]:
+            if self._bf16_outputs[index]:
+                out.append(tensor.data.view(np.uint16))
+            elif not self._string_outputs[index]:
                 out.append(tensor.data)
             elif tensor.size:
                 out.append(np.asarray(tensor.bytes_data, dtype=object))

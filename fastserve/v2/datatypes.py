@@ -33,17 +33,21 @@ _TABLE = (
     Datatype("FP16", np.dtype(np.float16), "f16", 2, "iuf"),
     Datatype("FP32", np.dtype(np.float32), "f32", 4, "iuf"),
     Datatype("FP64", np.dtype(np.float64), "f64", 8, "iuf"),
+    # numpy has no bfloat16: fastserve holds BF16 tensors as their raw 16-bit patterns (uint16),
+    # from the wire to OpenVINO's bf16 tensor and back; JSON numbers are converted (bf16.py).
+    Datatype("BF16", np.dtype(np.uint16), "bf16", 2, "iuf"),
     Datatype("BYTES", np.dtype(object), "string", 0, "USO"),
 )
 
 BY_NAME: dict[str, Datatype] = {d.name: d for d in _TABLE}
 BY_OV: dict[str, Datatype] = {d.ov_name: d for d in _TABLE}
-BY_NUMPY: dict[np.dtype, Datatype] = {d.numpy: d for d in _TABLE if d.name != "BYTES"}
+BY_NUMPY: dict[np.dtype, Datatype] = {d.numpy: d for d in _TABLE if d.name not in ("BYTES", "BF16")}
 BYTES = BY_NAME["BYTES"]
+BF16 = BY_NAME["BF16"]
 
 
 def from_ov(type_name: str) -> Datatype | None:
-    """The v2 datatype of an OpenVINO element type name, None when v2 has no such type (bf16, u4, ...)."""
+    """The v2 datatype of an OpenVINO element type name, None when v2 has no such type (u4, nf4, ...)."""
     return BY_OV.get(type_name.lower())
 
 

@@ -24,7 +24,8 @@ import numpy as np
 import orjson
 
 from fastserve.errors import BadRequest
-from fastserve.v2.datatypes import BYTES
+from fastserve.v2 import bf16
+from fastserve.v2.datatypes import BF16, BYTES
 from fastserve.v2.types import InferRequest, TensorSpec
 
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -91,6 +92,8 @@ def _json_data(spec: TensorSpec, array: np.ndarray) -> Any:
         return [_text(v) for v in array.reshape(-1).tolist()]
     if spec.datatype is None:
         raise BadRequest(f"Output {spec.name} has element type {spec.type_name}, which KServe v2 cannot carry")
+    if spec.datatype is BF16:
+        return bf16.to_float32(array.reshape(-1))  # JSON has numbers, not bit patterns
     flat = array.reshape(-1)
     if not flat.flags.c_contiguous or not flat.dtype.isnative:
         flat = np.ascontiguousarray(flat, dtype=flat.dtype.newbyteorder("="))

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from fastserve.errors import InvalidInput
-from fastserve.v2 import bigjson
-from fastserve.v2.datatypes import BYTES, Datatype
+from fastserve.v2 import bf16, bigjson
+from fastserve.v2.datatypes import BF16, BY_NAME, BYTES, Datatype
 
 # numpy arrays have at most 64 dimensions (NPY_MAXDIMS); a longer shape could never be built.
 MAX_RANK = 64
@@ -53,6 +53,8 @@ def json_to_array(data: Any, datatype: Datatype, shape: tuple[int, ...], name: s
     must really be of the datatype's kind: no strings as numbers, no floats as integers, no
     numbers as booleans, integers within range (all 64 bits of INT64 and UINT64).
     """
+    if datatype is BF16:  # numbers as FP32 (the same range), then rounded to BF16's bit patterns
+        return bf16.from_float32(json_to_array(data, BY_NAME["FP32"], shape, name))
     if isinstance(data, bigjson.Array):  # from a large body: numbers go straight into a buffer
         _check_depth(data, name)  # the same nesting limits as below
         kind = datatype.numpy.kind

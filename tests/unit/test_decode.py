@@ -328,7 +328,7 @@ def ok_input(**override: Any) -> dict[str, Any]:
         ({"datatype": 1}, INPUT + "datatype of input x must be a string"),
         ({"datatype": "FLOAT"}, "Unsupported data precision detected - 'FLOAT' for input x"),
         ({"datatype": "fp32"}, "Unsupported data precision detected - 'fp32' for input x"),
-        ({"datatype": "BF16"}, "Unsupported data precision detected - 'BF16' for input x"),
+        ({"datatype": "FP8"}, "Unsupported data precision detected - 'FP8' for input x"),
         ({"data": 1.0}, INPUT + "data of input x must be an array"),
         ({"data": None}, INPUT + "data of input x must be an array"),
         ({"data": {"a": 1}}, INPUT + "data of input x must be an array"),

@@ -23,7 +23,7 @@ ANY: Dim = (0, -1)
 
 def spec(name: str, datatype: str | None, dims: tuple[Dim, ...] | None, index: int = 0) -> TensorSpec:
     found = BY_NAME[datatype] if datatype is not None else None
-    return TensorSpec(name, found, datatype.lower() if datatype else "bf16", dims, index)
+    return TensorSpec(name, found, datatype.lower() if datatype else "u4", dims, index)
 
 
 def specs(*items: TensorSpec) -> dict[str, TensorSpec]:
@@ -78,7 +78,7 @@ def test_wrong_datatype() -> None:
 
 def test_input_type_without_a_kserve_name() -> None:
     message = refused(request(("x", "FP32", [1], [1])), specs(spec("x", None, (ANY,))))
-    assert message == "Input x has element type bf16, which KServe v2 cannot carry"
+    assert message == "Input x has element type u4, which KServe v2 cannot carry"
 
 
 def test_wrong_rank() -> None:
