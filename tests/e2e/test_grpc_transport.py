@@ -6,7 +6,7 @@ what grpcio decides inside its C core and the h2 transport decides itself: more 
 max_concurrent_streams (queued by the client, none refused), a length prefix over a limit
 refused before its body is read, the memory quota counting bytes still arriving and freed by
 RST_STREAM, unknown encodings, GET and wrong content-types, the server's own deadline timer,
-SETTINGS and keepalive PINGs, worker processes sharing the port.
+SETTINGS and keepalive PINGs.
 In-flight work is a gated pipeline (tests/gates.py): it ends when the test opens the gate.
 """
 
@@ -244,17 +244,3 @@ def test_settings_carry_max_concurrent_streams_and_the_server_sends_keepalive_pi
                if isinstance(e, RemoteSettingsChanged) and SettingCodes.MAX_CONCURRENT_STREAMS in e.changed_settings]
     assert changed[-1] == STREAMS
     client.close()
-
-
-def test_worker_processes_share_the_grpc_port(tmp_path: Path, grpc_transport: str) -> None:
-    h2_only(grpc_transport)
-    config = write_ops_repository(tmp_path, ("add",))
-    with ServerProcess("--config_path", str(config), "--rest_workers", "2", grpc=True) as proc:
-        deadline = time.monotonic() + 60
-        while "server ready: 2 workers" not in proc.log():  # each worker serves once its models are loaded
-            assert time.monotonic() < deadline and proc.proc.poll() is None, proc.log()
-            time.sleep(0.05)
-        stubs = [Stub(proc.grpc_host) for _ in range(4)]
-        a = np.ones((1, 10), np.float32)
-        for stub in stubs:
-            assert stub.call("ModelInfer", infer_request("add", {"a": ("FP32", a), "b": ("FP32", a)})).outputs
