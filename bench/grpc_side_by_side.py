@@ -6,7 +6,7 @@ repetitions (each repetition visits every server, in a rotated order), medians. 
 Markdown table of RPC/s, p99, the server's CPU per call and fastserve-h2 / it ratios (of RPC/s).
 
 Usage (from the project root, with the test venv, which has tritonclient[grpc]):
-  .venv/bin/python bench/grpc_side_by_side.py [--reps 2] [--dur 6] [--c 1,32]
+  .venv/bin/python bench/grpc_side_by_side.py [--reps 2] [--dur 6] [--c 1,32] [--servers fastserve-grpcio]
 """
 
 from __future__ import annotations
@@ -118,9 +118,12 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--dur", type=float, default=6.0)
     ap.add_argument("--c", default="1,32")
+    ap.add_argument("--servers", default="", help="a comma-separated subset (default: all)")
     args = ap.parse_args()
     ours = "fastserve-h2"
     servers = [ours, "fastserve-grpcio", "grpc.aio --parse", "grpc.aio fixed", "h2 on uvloop"]
+    if args.servers:
+        servers = [ours] + [s for s in args.servers.split(",") if s != ours]
     levels = [int(c) for c in args.c.split(",")]
     results: dict[tuple[str, int], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
