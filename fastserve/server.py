@@ -45,6 +45,7 @@ from fastserve.reload import Reloader
 from fastserve.settings import ServerSettings
 
 if TYPE_CHECKING:
+    from fastserve.grpc.h2.server import H2GrpcServer
     from fastserve.grpc.server import GrpcServer
 
 log = logging.getLogger("fastserve")
@@ -146,17 +147,25 @@ async def _listen(settings: ServerSettings, state: ServerState, app: App, reuse_
     return server
 
 
-async def _listen_grpc(settings: ServerSettings, app: App, reuse_port: bool) -> GrpcServer | bool | None:
-    """The gRPC server when --port is given (None without; False when it cannot bind)."""
+async def _listen_grpc(settings: ServerSettings, app: App, reuse_port: bool
+                       ) -> GrpcServer | H2GrpcServer | bool | None:
+    """The gRPC server when --port is given (None without; False when it cannot bind), on the
+    transport --grpc_transport names."""
     if not settings.grpc_port:
         return None
-    from fastserve.grpc.server import GrpcServer  # grpcio loads only where gRPC is served
+    rpc: GrpcServer | H2GrpcServer
+    if settings.grpc_transport == "grpcio":
+        from fastserve.grpc.server import GrpcServer  # grpcio loads only where gRPC is served
 
-    rpc = GrpcServer(settings, app.core, reuse_port, app.metrics)
+        rpc = GrpcServer(settings, app.core, reuse_port, app.metrics)
+    else:
+        from fastserve.grpc.h2.server import H2GrpcServer
+
+        rpc = H2GrpcServer(settings, app.core, reuse_port, app.metrics)
     return rpc if await rpc.start() else False
 
 
-async def _stop_grpc(rpc: GrpcServer, timeout: float, force: asyncio.Event) -> None:
+async def _stop_grpc(rpc: GrpcServer | H2GrpcServer, timeout: float, force: asyncio.Event) -> None:
     stopping = asyncio.ensure_future(rpc.stop(timeout))
     forced = asyncio.ensure_future(force.wait())
     await asyncio.wait([stopping, forced], return_when=asyncio.FIRST_COMPLETED)

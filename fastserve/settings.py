@@ -127,3 +127,4 @@ class ServerSettings:
     grpc_max_threads: int | None = None
     grpc_memory_quota: int = 2 << 30
     grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()
+    grpc_transport: str = "h2"  # or "grpcio" (fastserve's --grpc_transport)

@@ -3,6 +3,7 @@
 The server binds port 0 and logs the port it got, so parallel runs never collide. gRPC has no
 "pick a free port" (OVMS's --port 0 means no gRPC server), so `grpc=True` picks a free port
 here and passes it; the server refuses a busy one loudly, and then one more port is tried.
+`grpc_transport` picks --grpc_transport (h2 or grpcio; None: the server's default).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(self, *args: str, ready_timeout: float = 60.0, wait_ready: bool = True, grpc: bool = False,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, grpc_transport: str | None = None) -> None:
         self.env = env  # the whole environment of the server process; None: ours
+        self.grpc_transport = grpc_transport  # None: the server's default
         for attempt in range(2):
             self.grpc_port = free_port() if grpc else 0
             self._start(args, ready_timeout)
@@ -55,6 +57,8 @@ class ServerProcess:
             command += ["--rest_port", "0"]
         if self.grpc_port:
             command += ["--port", str(self.grpc_port), "--grpc_bind_address", "127.0.0.1"]
+            if self.grpc_transport is not None:
+                command += ["--grpc_transport", self.grpc_transport]
         self.proc = subprocess.Popen([*command, *args], stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         try:
             self.port = self._wait_port(ready_timeout)

@@ -13,6 +13,8 @@ from fastserve.errors import ConfigError
 
 GIGABYTE = 1 << 30
 DEFAULT_MEMORY_QUOTA = 2 * GIGABYTE  # OVMS's --grpc_memory_quota default
+TRANSPORTS = ("h2", "grpcio")
+DEFAULT_TRANSPORT = "h2"
 
 
 def add_grpc_flags(p: argparse.ArgumentParser) -> None:
@@ -29,6 +31,10 @@ def add_grpc_flags(p: argparse.ArgumentParser) -> None:
     grpc.add_argument("--grpc_memory_quota", type=int, default=DEFAULT_MEMORY_QUOTA,
                       help="bytes of gRPC request messages in progress at once; more get RESOURCE_EXHAUSTED "
                       "(default 2 GiB as OVMS; 0: no limit)")
+    # fastserve's own (OVMS has one gRPC server): which transport serves --port; docs/grpc.md says why h2.
+    grpc.add_argument("--grpc_transport", choices=TRANSPORTS, default=DEFAULT_TRANSPORT,
+                      help="fastserve only: the gRPC transport, h2 (hand-written HTTP/2 on the event loop, "
+                      "the default) or grpcio (grpcio's asyncio server)")
     grpc.add_argument("--grpc_channel_arguments",
                       help="comma-separated key=value gRPC channel arguments, e.g. "
                       "grpc.max_receive_message_length=104857600 (numbers are passed as integers)")
@@ -70,4 +76,5 @@ def grpc_settings(args: argparse.Namespace) -> dict[str, Any]:
         "grpc_max_threads": args.grpc_max_threads,
         "grpc_memory_quota": args.grpc_memory_quota or (1 << 62),
         "grpc_channel_arguments": parse_channel_arguments(args.grpc_channel_arguments),
+        "grpc_transport": args.grpc_transport,
     }

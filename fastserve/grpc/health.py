@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from fastserve.core.inference import InferenceCore
 from fastserve.errors import FastServeError, ModelNotFound
@@ -27,7 +27,7 @@ SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 WATCH_POLL_SECONDS = 1.0  # how soon a Watch stream sees a change
 
 
-class HealthService(health_pb2_grpc.HealthServicer):
+class HealthService:
     def __init__(self, core: InferenceCore) -> None:
         self.core = core
 
@@ -62,6 +62,3 @@ class HealthService(health_pb2_grpc.HealthServicer):
                 last = status
             await asyncio.sleep(WATCH_POLL_SECONDS)
 
-
-def add_health(server: Any, core: InferenceCore) -> None:
-    health_pb2_grpc.add_HealthServicer_to_server(HealthService(core), server)

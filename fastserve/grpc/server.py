@@ -1,45 +1,33 @@
-"""The gRPC server on OVMS's --port: grpcio's asyncio server, on the same event loop as REST.
+"""The grpcio transport on OVMS's --port: grpcio's asyncio server, on the same event loop as REST.
 
 Rules: builds the server from the settings (OVMS's 1 GiB message limits both ways; grpcio's
-stream limit, see channel_options; --grpc_channel_arguments overrides any of them), adds the
-inference, health and reflection services, binds every --grpc_bind_address, and stops with a
-grace period (GOAWAY, in-flight calls finish). Handlers run on the loop itself, so the core,
-its batchers and pools are shared with REST unchanged. Chosen over a hand-written HTTP/2
-server by measurement: docs/grpc.md and bench/RESULTS.md.
+stream limit, see channel_options; --grpc_channel_arguments overrides any of them), serves the
+method table (grpc/methods.py) through one generic handler, binds every --grpc_bind_address,
+and stops with a grace period (GOAWAY, in-flight calls finish). Handlers run on the loop
+itself, so the core, its batchers and pools are shared with REST unchanged. The other
+transport, grpc/h2/, serves the same table; docs/grpc.md says which is the default and why.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
 import grpc
-from grpc_reflection.v1alpha import reflection
 
 from fastserve.core.inference import InferenceCore
-from fastserve.grpc.health import add_health
-from fastserve.grpc.proto.inference_pb2 import POOL
-from fastserve.grpc.service import SERVICE, InferenceService
+from fastserve.grpc.methods import MethodTable, method_table
+from fastserve.grpc.reflection import reflection_pool
+from fastserve.grpc.rpc import BIDI, SERVER_STREAM, UNARY, Aborted, Method
+from fastserve.grpc.service import MemoryQuota
 from fastserve.metrics import Metrics
 from fastserve.settings import ServerSettings
 
 log = logging.getLogger("fastserve.grpc")
 GIGABYTE = 1 << 30
-HEALTH = "grpc.health.v1.Health"
 
-
-def reflection_pool() -> Any:
-    """The inference messages' own pool (see grpc/proto/generate.py), with the health and
-    reflection files added so that reflection describes every service served."""
-    from grpc_health.v1 import health_pb2
-    from grpc_reflection.v1alpha import reflection_pb2
-
-    for module in (health_pb2, reflection_pb2):
-        try:
-            POOL.FindFileByName(module.DESCRIPTOR.name)
-        except KeyError:
-            POOL.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
-    return POOL
+__all__ = ["GrpcServer", "channel_options", "reflection_pool", "bind_hosts"]
 
 
 def channel_options(settings: ServerSettings, reuse_port: bool) -> list[tuple[str, Any]]:
@@ -58,22 +46,22 @@ def channel_options(settings: ServerSettings, reuse_port: bool) -> list[tuple[st
     return list(options.items())
 
 
+def bind_hosts(settings: ServerSettings) -> list[str]:
+    return [h.strip() for h in settings.grpc_bind_address.split(",") if h.strip()]
+
+
 class GrpcServer:
     def __init__(self, settings: ServerSettings, core: InferenceCore, reuse_port: bool,
                  metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.server = grpc.aio.server(options=channel_options(settings, reuse_port))
-        self.service = InferenceService(core, settings.grpc_memory_quota, metrics)
-        self.server.add_generic_rpc_handlers((self.service.handler(),))
-        add_health(self.server, core)
-        reflection.enable_server_reflection((SERVICE, HEALTH, reflection.SERVICE_NAME), self.server,
-                                            pool=reflection_pool())
+        self.table = method_table(core, MemoryQuota(settings.grpc_memory_quota), metrics)
+        self.server.add_generic_rpc_handlers((GrpcioMethods(self.table),))
 
     async def start(self) -> bool:
         """Bind and start; False (logged) when an address cannot be bound."""
         settings = self.settings
-        hosts = [h.strip() for h in settings.grpc_bind_address.split(",") if h.strip()]
-        for host in hosts:
+        for host in bind_hosts(settings):
             address = f"[{host}]:{settings.grpc_port}" if ":" in host else f"{host}:{settings.grpc_port}"
             try:
                 port = self.server.add_insecure_port(address)
@@ -91,3 +79,68 @@ class GrpcServer:
 
     async def stop(self, grace: float) -> None:
         await self.server.stop(grace)
+
+
+class GrpcioMethods(grpc.GenericRpcHandler):
+    """The method table as grpcio handlers (built once per method); None lets grpcio answer
+    UNIMPLEMENTED for a path of another service."""
+
+    def __init__(self, table: MethodTable) -> None:
+        self.table = table
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        path = handler_call_details.method  # type: ignore[attr-defined]
+        found = self.handlers.get(path)
+        if found is None:
+            method = self.table.lookup(path)
+            if method is None:
+                return None
+            found = _grpcio_handler(method)
+            if path in self.table.methods:  # an unimplemented path is not kept: any client can make them up
+                self.handlers[path] = found
+        return found
+
+
+def _grpcio_handler(method: Method) -> grpc.RpcMethodHandler:
+    handler, parse = method.handler, method.parse
+    if method.kind == UNARY:
+        if parse is None:  # bytes in: the handler is served as it is
+            return grpc.unary_unary_rpc_method_handler(handler, response_serializer=method.serialize)
+
+        async def unary(body: bytes, context: Any) -> Any:
+            try:
+                request = parse(body)
+            except Aborted as exc:
+                await context.abort(exc.code, exc.details)
+            return await handler(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary, response_serializer=method.serialize)
+    if method.kind == SERVER_STREAM:
+        async def server_stream(body: bytes, context: Any) -> Any:
+            try:
+                request = parse(body) if parse is not None else body
+            except Aborted as exc:
+                await context.abort(exc.code, exc.details)
+            async for response in handler(request, context):
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(server_stream, response_serializer=method.serialize)
+    assert method.kind == BIDI
+
+    async def bidi(requests: Any, context: Any) -> Any:
+        async def parsed() -> Any:
+            async for body in requests:
+                try:
+                    yield parse(body) if parse is not None else body
+                except Aborted as exc:
+                    await context.abort(exc.code, exc.details)
+
+        result = handler(parsed(), context)
+        if inspect.isasyncgen(result):
+            async for response in result:
+                yield response
+        else:
+            await result
+
+    return grpc.stream_stream_rpc_method_handler(bidi, response_serializer=method.serialize)

@@ -1,23 +1,23 @@
 """inference.GRPCInferenceService: the KServe v2 RPCs, each a thin codec around the inference core.
 
 Rules: like handlers.py for REST, the only gRPC module that knows the repository and the core
-together. ModelInfer takes the request's bytes (parsed here, so a bad message gets OVMS's
-answer and not grpcio's) and returns the response's bytes (encoded by grpc/encode.py); the
-small RPCs use the generated classes. Every error leaves through `_abort`, which maps it once
-(grpc/status.py). Methods of the service that fastserve does not implement answer
-UNIMPLEMENTED naming the method, never hang.
+together, and knows no transport: each method takes `(request, context)`, and `context` is
+grpcio's or the h2 transport's (both have `abort` and `time_remaining`). ModelInfer takes the
+request's bytes (parsed here, so a bad message gets OVMS's answer and not grpcio's) and returns
+the response's bytes (encoded by grpc/encode.py); the small RPCs use the generated classes.
+Every error leaves through `_abort`, which maps it once (grpc/status.py). The methods are
+registered in grpc/methods.py, the one table both transports serve.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from time import perf_counter
 from typing import Any
 
 import grpc
 import orjson
-from google.protobuf.message import DecodeError
 
 from fastserve import SERVER_NAME, __version__
 from fastserve.core.inference import InferenceCore, Outcome
@@ -26,8 +26,9 @@ from fastserve.errors import FastServeError, ModelNotFound, NotFound, Unavailabl
 from fastserve.grpc.decode import NotAMessage, decode_request, parse_request, parse_version
 from fastserve.grpc.encode import encode_outcome
 from fastserve.grpc.proto import inference_pb2 as pb
+from fastserve.grpc.rpc import ABORTS
 from fastserve.grpc.status import NO_RESULTS, grpc_status
-from fastserve.grpc.triton import GRPC_EXTENSIONS, TritonExtensions
+from fastserve.grpc.triton import GRPC_EXTENSIONS
 from fastserve.metrics import Metrics, ModelMetrics
 from fastserve.models.repository import Repository
 
@@ -39,18 +40,26 @@ class MemoryQuota:
     """Bytes of request messages being worked on, bounded by --grpc_memory_quota (OVMS: 2 GiB).
 
     grpcio has received a message before the handler runs; past the quota the work is refused
-    (RESOURCE_EXHAUSTED) instead of decoded and queued, so memory stays bounded under overload."""
+    (RESOURCE_EXHAUSTED) instead of decoded and queued, so memory stays bounded under overload.
+    The h2 transport also counts a message while it is still arriving (from its length prefix)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
 
+    def refusal(self, size: int) -> str | None:
+        """Why `size` more bytes do not fit (None: they do)."""
+        if self.used + size <= self.limit:
+            return None
+        return (f"gRPC memory quota exceeded: {self.used + size} bytes of requests in progress, "
+                f"the limit (--grpc_memory_quota) is {self.limit}")
+
 
 class InferenceService:
-    def __init__(self, core: InferenceCore, memory_quota: int, metrics: Metrics | None = None) -> None:
+    def __init__(self, core: InferenceCore, quota: MemoryQuota, metrics: Metrics | None = None) -> None:
         self.repository: Repository = core.repository
         self.core = core
-        self.quota = MemoryQuota(memory_quota)
+        self.quota = quota
         self.metrics = metrics  # OVMS's families, interface="gRPC"; None: --metrics_enable is off
 
     # Server
@@ -108,11 +117,9 @@ class InferenceService:
         quota = self.quota
         size = len(body)
         if quota.used + size > quota.limit:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"gRPC memory quota exceeded: {quota.used + size} bytes of requests in progress, "
-                                f"the limit (--grpc_memory_quota) is {quota.limit}")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, quota.refusal(size))
         remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:  # waited in grpcio's queue past the client's deadline
+        if remaining is not None and remaining <= 0:  # waited (in grpcio's queue, or arriving) past the deadline
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         quota.used += size
         trace = None if self.metrics is None else Trace()
@@ -136,7 +143,7 @@ class InferenceService:
             await _abort(context, exc)
         except NotAMessage as exc:
             await context.abort(grpc.StatusCode.INTERNAL, str(exc))
-        except grpc.aio.AbortError:
+        except ABORTS:  # either transport's abort: already an answer
             raise
         except Exception:  # a bug of ours: logged, and the client still gets an answer
             log.exception("ModelInfer failed")
@@ -159,34 +166,6 @@ class InferenceService:
         assert self.metrics is not None
         return self.metrics.model(trace.target.name, trace.target.version)
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        unary = grpc.unary_unary_rpc_method_handler
-
-        def typed(method: Callable[..., Any], request_type: Any) -> grpc.RpcMethodHandler:
-            # Parsed here, not by grpcio (whose failure is UNKNOWN): undecodable bytes are INTERNAL, as
-            # gRPC's C++ server (OVMS) answers.
-            async def parsed(body: bytes, context: Any) -> Any:
-                try:
-                    request = request_type.FromString(body)
-                except DecodeError as exc:
-                    await context.abort(grpc.StatusCode.INTERNAL,
-                                        f"the request is not a valid {request_type.DESCRIPTOR.name}: {exc}")
-                return await method(request, context)
-
-            return unary(parsed, response_serializer=_serialize)
-
-        triton = TritonExtensions(self.core)
-        return _Service({
-            "ServerLive": typed(self.server_live, pb.ServerLiveRequest),
-            "ServerReady": typed(self.server_ready, pb.ServerReadyRequest),
-            "ServerMetadata": typed(self.server_metadata, pb.ServerMetadataRequest),
-            "ModelReady": typed(self.model_ready, pb.ModelReadyRequest),
-            "ModelMetadata": typed(self.model_metadata, pb.ModelMetadataRequest),
-            "ModelInfer": unary(self.model_infer),  # bytes in, bytes out
-            "ModelConfig": typed(triton.model_config, pb.ModelConfigRequest),  # Triton's extensions
-            "ModelStatistics": typed(triton.model_statistics, pb.ModelStatisticsRequest),
-        })
-
 
 def metadata_message(doc: dict[str, Any]) -> pb.ModelMetadataResponse:
     """The REST metadata document (OVMS's fields) as ModelMetadataResponse."""
@@ -198,37 +177,6 @@ def metadata_message(doc: dict[str, Any]) -> pb.ModelMetadataResponse:
     return response
 
 
-def _serialize(message: Any) -> bytes:
-    return message.SerializeToString()
-
-
 async def _abort(context: Any, exc: FastServeError) -> None:
     code, message = grpc_status(exc)
     await context.abort(code, message)
-
-
-class _Service(grpc.GenericRpcHandler):
-    """The implemented methods by name; any other method of the service answers UNIMPLEMENTED."""
-
-    def __init__(self, methods: dict[str, grpc.RpcMethodHandler]) -> None:
-        self.methods = {f"/{SERVICE}/{name}": handler for name, handler in methods.items()}
-
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        method = handler_call_details.method  # type: ignore[attr-defined]
-        found = self.methods.get(method)
-        if found is not None:
-            return found
-        if method.startswith(f"/{SERVICE}/"):
-            return _unimplemented(method.rsplit("/", 1)[1])
-        return None  # another service: grpcio answers UNIMPLEMENTED itself
-
-
-def _unimplemented(name: str) -> grpc.RpcMethodHandler:
-    message = f"{SERVICE}/{name} is not implemented by fastserve"
-
-    async def refuse(request: Any, context: Any) -> None:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
-
-    if name == "ModelStreamInfer":  # a bidirectional stream: answered without reading it
-        return grpc.stream_stream_rpc_method_handler(refuse)
-    return grpc.unary_unary_rpc_method_handler(refuse)

@@ -21,6 +21,11 @@ from tests.modelzoo import DATATYPES
 from tests.serverproc import ServerProcess
 
 
+@pytest.fixture(scope="session")
+def server(grpc_server: ServerProcess) -> ServerProcess:
+    """The zoo's server on each gRPC transport in turn (tests/conftest.py: grpc_transport)."""
+    return grpc_server
+
 @pytest.fixture(scope="module")
 def client(server: ServerProcess) -> grpcclient.InferenceServerClient:
     return grpcclient.InferenceServerClient(server.grpc_host)

@@ -65,7 +65,7 @@ def batch_tally_model() -> ov.Model:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, grpc_transport: str) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("grpc_batching")
     save(batch_tally_model(), root / "tally")
     entries = [{"name": "tally", "base_path": "tally", "execution_mode": "async", "nireq": 1,
@@ -75,7 +75,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     metrics = {"enable": True, "metrics_list": ["ovms_current_requests"]}
     config.write_text(json.dumps({"model_config_list": [{"config": e} for e in entries],
                                   "monitoring": {"metrics": metrics}}))
-    with ServerProcess("--config_path", str(config), grpc=True) as proc:
+    with ServerProcess("--config_path", str(config), grpc=True, grpc_transport=grpc_transport) as proc:
         yield proc
 
 

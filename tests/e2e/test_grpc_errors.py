@@ -19,6 +19,12 @@ NOT_FOUND = grpc.StatusCode.NOT_FOUND
 A = np.arange(10, dtype=np.float32).reshape(1, 10)
 
 
+
+@pytest.fixture(scope="session")
+def server(grpc_server: ServerProcess) -> ServerProcess:
+    """The zoo's server on each gRPC transport in turn (tests/conftest.py: grpc_transport)."""
+    return grpc_server
+
 @pytest.fixture(scope="module")
 def stub(server: ServerProcess) -> Stub:
     return Stub(server.grpc_host)

@@ -12,10 +12,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.serverproc import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def server(grpc_server: ServerProcess) -> ServerProcess:
+    """The zoo's server on each gRPC transport in turn (tests/conftest.py: grpc_transport)."""
+    return grpc_server
 
 
 def test_kserve_grpc_client_health_infer_and_errors(server: ServerProcess) -> None:

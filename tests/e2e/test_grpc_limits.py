@@ -27,17 +27,24 @@ METRICS = ["ovms_requests_success", "ovms_requests_fail", "ovms_current_requests
            "ovms_request_time_us", "ovms_inference_time_us"]
 
 
+
+@pytest.fixture(scope="session")
+def server(grpc_server: ServerProcess) -> ServerProcess:
+    """The zoo's server on each gRPC transport in turn (tests/conftest.py: grpc_transport)."""
+    return grpc_server
+
 @pytest.fixture(scope="module")
 def rows() -> int:
     return spin_rows(10 * DEADLINE)
 
 
 @pytest.fixture(scope="module")
-def busy(tmp_path_factory: pytest.TempPathFactory, rows: int) -> Iterator[ServerProcess]:
+def busy(tmp_path_factory: pytest.TempPathFactory, rows: int, grpc_transport: str) -> Iterator[ServerProcess]:
     config = write_ops_repository(tmp_path_factory.mktemp("grpc_busy"), ("spin", "add"),
                                   {"spin": {"nireq": 2, "execution_mode": "async"}},
                                   top={"monitoring": {"metrics": {"enable": True, "metrics_list": METRICS}}})
-    with ServerProcess("--config_path", str(config), "--max_queue_size", "1", grpc=True) as proc:
+    with ServerProcess("--config_path", str(config), "--max_queue_size", "1", grpc=True,
+                       grpc_transport=grpc_transport) as proc:
         # Both infer requests once at the tests' shape: a shape new to a request makes OpenVINO
         # reshape it, which can wait for the other request's inference, and then no two would run at once.
         stub = Stub(proc.grpc_host)
@@ -47,10 +54,11 @@ def busy(tmp_path_factory: pytest.TempPathFactory, rows: int) -> Iterator[Server
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def limited(tmp_path_factory: pytest.TempPathFactory, grpc_transport: str) -> Iterator[ServerProcess]:
     config = write_ops_repository(tmp_path_factory.mktemp("grpc_limited"), ("dynamic",))
     with ServerProcess("--config_path", str(config), "--grpc_memory_quota", "200000",
-                       "--grpc_channel_arguments", "grpc.max_receive_message_length=400000", grpc=True) as proc:
+                       "--grpc_channel_arguments", "grpc.max_receive_message_length=400000", grpc=True,
+                       grpc_transport=grpc_transport) as proc:
         yield proc
 
 

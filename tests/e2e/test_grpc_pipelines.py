@@ -23,9 +23,10 @@ from tests.serverproc import ServerProcess
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, grpc_transport: str) -> Iterator[ServerProcess]:
     config = write_config(tmp_path_factory.mktemp("grpc_pipelines"), PIPELINES)
-    with ServerProcess("--config_path", str(config), ready_timeout=60.0, grpc=True) as proc:
+    with ServerProcess("--config_path", str(config), ready_timeout=60.0, grpc=True,
+                       grpc_transport=grpc_transport) as proc:
         yield proc
 
 

@@ -40,11 +40,11 @@ def resnet_named_model() -> ov.Model:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, grpc_transport: str) -> Iterator[ServerProcess]:
     base = tmp_path_factory.mktemp("samples") / "resnet"
     ov.save_model(resnet_named_model(), base / "1" / "model.xml")
     with ServerProcess("--model_name", "resnet", "--model_path", str(base), "--layout", "NHWC:NCHW",
-                       grpc=True) as proc:
+                       grpc=True, grpc_transport=grpc_transport) as proc:
         yield proc
 
 

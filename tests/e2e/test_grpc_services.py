@@ -11,6 +11,11 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from tests.serverproc import ServerProcess
 
 
+@pytest.fixture(scope="session")
+def server(grpc_server: ServerProcess) -> ServerProcess:
+    """The zoo's server on each gRPC transport in turn (tests/conftest.py: grpc_transport)."""
+    return grpc_server
+
 @pytest.fixture(scope="module")
 def channel(server: ServerProcess) -> grpc.Channel:
     return grpc.insecure_channel(server.grpc_host)

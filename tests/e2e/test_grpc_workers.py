@@ -44,14 +44,16 @@ def assert_echoed(response: pb.ModelInferResponse) -> None:
     assert out.name == "y" and np.frombuffer(response.raw_output_contents[0], np.float32).tolist() == X.ravel().tolist()
 
 
-def test_workers_share_the_grpc_port_spread_calls_and_drain_them_on_sigterm(tmp_path: Path) -> None:
+def test_workers_share_the_grpc_port_spread_calls_and_drain_them_on_sigterm(tmp_path: Path,
+                                                                           grpc_transport: str) -> None:
     passing, held = Gate(tmp_path / "pass"), Gate(tmp_path / "held")
     passing.open()
     save(add_model(), tmp_path / "add")
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"model_config_list": [{"config": {"name": "add", "base_path": "add"}}],
                                   **gated_sections(**{"pass": passing, "held": held})}))
-    server = ServerProcess("--config_path", str(config), "--rest_workers", "2", grpc=True)
+    server = ServerProcess("--config_path", str(config), "--rest_workers", "2", grpc=True,
+                           grpc_transport=grpc_transport)
     channels: list[grpc.Channel] = []
     try:
         wait_log(server, r"server ready: 2 workers")
