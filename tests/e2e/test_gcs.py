@@ -16,7 +16,8 @@ import pytest
 
 from tests.e2e.test_hot_reload import Looper, served_version, states, versioned_body, wait_for
 from tests.modelzoo import versioned_model
-from tests.rawhttp import Conn, Reply, get, post_json
+from tests.rawhttp import get, post_json
+from tests.remoteserved import infer_latest, reload, versions_in
 from tests.s3store import clean_env
 from tests.serverproc import ServerProcess
 from tests.storeproxy import StoreProxy
@@ -58,21 +59,6 @@ def served(store: GCSServer, proxy: StoreProxy, tmp_path_factory: pytest.TempPat
                        "--model_version_policy", '{"all": {}}', "--file_system_poll_wait_seconds", "0",
                        "--remote_cache_dir", str(cache), env=env) as proc:
         yield proc, cache
-
-
-def reload(port: int) -> Reply:
-    with Conn(port, timeout=WAIT) as conn:
-        return conn.request("POST", "/v1/config/reload")
-
-
-def infer_latest(port: int) -> int:
-    x = [1.0, 2.0, 3.0, 4.0]
-    return served_version(post_json(port, "/v2/models/versioned/infer", versioned_body(x)), x)
-
-
-def versions_in(cache: Path) -> list[str]:
-    (mirror,) = [p for p in cache.iterdir() if p.is_dir()]
-    return sorted(p.name for p in mirror.iterdir())
 
 
 def test_serves_and_infers_the_versions_on_gcs(served: tuple[ServerProcess, Path]) -> None:

@@ -19,7 +19,8 @@ import pytest
 
 from tests.e2e.test_hot_reload import Looper, served_version, states, versioned_body, wait_for
 from tests.modelzoo import add_model, versioned_model
-from tests.rawhttp import Conn, Reply, get, post_json
+from tests.rawhttp import Reply, get, post_json
+from tests.remoteserved import infer_latest, reload
 from tests.s3store import REGION, S3Server, clean_env
 from tests.serverproc import ServerProcess
 from tests.storeproxy import StoreProxy
@@ -63,20 +64,10 @@ def served(store: S3Server, proxy: StoreProxy, tmp_path_factory: pytest.TempPath
         yield proc, cache
 
 
-def reload(port: int) -> Reply:
-    with Conn(port, timeout=WAIT) as conn:
-        return conn.request("POST", "/v1/config/reload")
-
-
 def version_folders(cache: Path) -> dict[str, list[str]]:
     """What each mirror folder holds: version folders and anything else (partial downloads)."""
     return {mirror.name.rsplit("-", 1)[0]: sorted(p.name for p in mirror.iterdir()) for mirror in cache.iterdir()
             if mirror.is_dir()}
-
-
-def infer_latest(port: int, x: list[float] | None = None) -> int:
-    x = x or [1.0, 2.0, 3.0, 4.0]
-    return served_version(post_json(port, "/v2/models/versioned/infer", versioned_body(x)), x)
 
 
 def test_serves_and_infers_the_versions_on_s3(served: tuple[ServerProcess, Path]) -> None:
