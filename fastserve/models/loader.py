@@ -21,7 +21,7 @@ from fastserve.errors import ConfigError
 from fastserve.models.batching import enable_batching, triton_max_batch_size
 from fastserve.models.preprocess import add_preprocessing, build_error, requested
 from fastserve.models.servable import Servable
-from fastserve.models.slots import one_thread_hides_failures
+from fastserve.models.slots import fully_static, one_thread_hides_failures
 from fastserve.settings import ModelSettings
 
 log = logging.getLogger("fastserve.models")
@@ -138,7 +138,8 @@ def load_version(core: ov.Core, settings: ModelSettings, version: int, model_fil
             f"({settings.where('target_device')}, {settings.where('plugin_config')}): {_first(exc)}"
         ) from None
     try:
-        servable = Servable(settings.name, version, compiled, settings.nireq, settings.execution_mode)
+        static = fully_static(model)
+        servable = Servable(settings.name, version, compiled, settings.nireq, settings.execution_mode, static)
         if _wants_one_thread(model, servable, settings):
             servable = _single_threaded(core, model, settings, version, config, servable)
     except RuntimeError as exc:
@@ -162,9 +163,11 @@ def _wants_one_thread(model: ov.Model, servable: Servable, settings: ModelSettin
         and settings.target_device == "CPU"
         and not chosen & set(settings.plugin_config)
         and _weight_bytes(model) < ONE_THREAD_MAX_WEIGHT_BYTES
-        # Where one thread hides failed inferences (and then hands out stale outputs) it is not worth it.
-        and not one_thread_hides_failures()
+        # Where one thread hides failed inferences (and then hands out stale outputs) it is only safe on
+        # a model that cannot fail at run time: every shape static, so no shape is computed per request.
+        and (servable.static or not one_thread_hides_failures())
     )
+
 
 
 def _weight_bytes(model: ov.Model) -> int:
@@ -185,7 +188,7 @@ def _single_threaded(
     # core; with wrk on the same 2 cores, add JSON at 32 connections went ~4.2k -> ~5.1k req/s.
     one_thread = {**config, "INFERENCE_NUM_THREADS": 1, "ENABLE_CPU_PINNING": False}
     compiled = core.compile_model(model, settings.target_device, one_thread)
-    alone = Servable(settings.name, version, compiled, settings.nireq, settings.execution_mode)
+    alone = Servable(settings.name, version, compiled, settings.nireq, settings.execution_mode, fully_static(model))
     if alone.probe_us is not None and first.probe_us is not None and alone.probe_us <= first.probe_us * 1.2:
         return alone
     return first

@@ -78,10 +78,14 @@ FAILURE_POLL_S = 0.005
 
 
 class Servable:
-    def __init__(self, name: str, version: int, compiled: ov.CompiledModel, nireq: int, mode: str) -> None:
+    def __init__(
+        self, name: str, version: int, compiled: ov.CompiledModel, nireq: int, mode: str, static: bool = False
+    ) -> None:
+        # static: every shape of the source model is static (slots.fully_static), so infer() cannot fail.
         self.name = name
         self.version = version
         self.version_text = str(version)
+        self.static = static
         self.compiled = compiled
         input_specs = [tensor_spec(port, i) for i, port in enumerate(compiled.inputs)]
         output_specs = [tensor_spec(port, i) for i, port in enumerate(compiled.outputs)]
@@ -98,7 +102,7 @@ class Servable:
         self._bf16_inputs = [t == ov.Type.bf16 for t in self._input_types]
         self._bf16_outputs = [port.get_element_type() == ov.Type.bf16 for port in compiled.outputs]
         self._infer_sync = infer_public if any(self._string_outputs) else infer_sync
-        if mode != "async" and runs_one_thread(compiled) and one_thread_hides_failures():
+        if mode != "async" and runs_one_thread(compiled) and not static and one_thread_hides_failures():
             # A failed inline inference would pass unnoticed and stall the next ones, which then return
             # stale outputs (slots.one_thread_hides_failures): the async path reports failures.
             log.warning("model %s version %d: one stream of one thread on this OpenVINO: running async, not %s",

@@ -83,6 +83,13 @@ def one_thread_hides_failures() -> bool:
     return hidden
 
 
+def fully_static(model: ov.Model) -> bool:
+    """Every output of every op has a static shape. Then what fails in OpenVINO's infer (a shape that the
+    data decides, e.g. a Reshape to an input's values) cannot happen, as the inputs are checked first, and
+    one_thread_hides_failures has nothing to hide."""
+    return all(out.get_partial_shape().is_static for op in model.get_ordered_ops() for out in op.outputs())
+
+
 class Slot:
     """One OpenVINO infer request and what is bound to it."""
 

@@ -1,0 +1,130 @@
+"""The one-minute regression check for hot-path changes: fastserve / lean prototype, side by side.
+
+Rules: builds the add model in code, starts fastserve and the lean prototype
+(`../shared/peers/proto_ov_server.py`, run from that folder) on the same IR, then measures
+add JSON and health at 32 connections with wrk (bench/loadgen.py), interleaving the two servers
+in every repetition so each ratio compares figures taken seconds apart. It prints requests/s,
+p99 and server CPU per request (from /proc) for both, and the ratios. Traffic goes to 127.0.0.1
+only; both processes are stopped by their PIDs. Run it before committing a hot-path change:
+Usage: python bench/quick.py [--reps 3] [--dur 4] [--conns 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+
+from bench import models  # noqa: E402
+from bench.harness import Server, free_port  # noqa: E402
+from bench.loadgen import Target, run_load  # noqa: E402
+
+PEERS = BENCH.parent.parent / "shared" / "peers"
+
+
+def start_proto(repo: Path, logs: Path) -> Server:
+    """The prototype serves every `<name>/1/model.xml` under repo; started from ../shared/peers."""
+    port = free_port()
+    script = PEERS / "proto_ov_server.py"
+    if not script.exists():
+        raise SystemExit(f"the lean prototype is not at {script}: run from a checkout with ../shared beside it")
+    command = [sys.executable, str(script), "--models", str(repo), "--port", str(port)]
+    return Server("proto", command, logs, port=port, ready_path="/v2/health/ready")
+
+
+def start_fastserve(config: Path, logs: Path) -> Server:
+    command = [
+        sys.executable,
+        "-m",
+        "fastserve",
+        "--config_path",
+        str(config),
+        "--rest_bind_address",
+        "127.0.0.1",
+        "--rest_port",
+        "0",
+    ]
+    return Server("fastserve", command, logs)
+
+
+def measure(server: Server, target: Target, conns: int, seconds: float) -> dict[str, float]:
+    cpu = server.cpu_seconds()
+    result = run_load(target, conns, seconds)
+    used = server.cpu_seconds() - cpu
+    if result.errors:
+        raise SystemExit(f"{server.name}: {result.errors} errors on {target.url}")
+    return {"rps": result.rps, "p99_ms": result.p99_ms, "cpu_us": used / max(result.requests, 1) * 1e6}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--dur", type=float, default=4.0)
+    parser.add_argument("--conns", type=int, default=32)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="fastserve-quick-") as tmp:
+        work = Path(tmp)
+        repo, logs = work / "models", work / "logs"
+        logs.mkdir(parents=True)
+        models.save(models.build_add_model(), repo, "add")
+        config = models.write_config(repo, [models.ServedModel("add", "add")])
+        body = work / "add.json"
+        body.write_bytes(models.json_body(models.add_inputs()))
+        servers = [start_fastserve(config, logs), start_proto(repo, logs)]
+        try:
+            figures = run(servers, body, args)
+        finally:
+            for server in servers:
+                server.stop()
+    report(figures)
+    return 0
+
+
+def run(servers: list[Server], body: Path, args: argparse.Namespace) -> dict[tuple[str, str], list[dict[str, float]]]:
+    figures: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for rep in range(args.reps):
+        # Rotate who goes first, so a drift in the machine's load does not always favour one.
+        order = servers if rep % 2 == 0 else servers[::-1]
+        for scenario in ("add_json", "health"):
+            for server in order:
+                if scenario == "add_json":
+                    target = Target(
+                        server.url + "/v2/models/add/infer", "POST", body, {"Content-Type": "application/json"}
+                    )
+                else:
+                    target = Target(server.url + "/v2/health/live", "GET")
+                figures.setdefault((scenario, server.name), []).append(measure(server, target, args.conns, args.dur))
+    return figures
+
+
+def report(figures: dict[tuple[str, str], list[dict[str, float]]]) -> None:
+    def median(scenario: str, server: str, key: str) -> float:
+        return statistics.median(f[key] for f in figures[(scenario, server)])
+
+    print(f"{'scenario':10} {'server':10} {'req/s':>9} {'p99 ms':>7} {'CPU us/req':>10}")
+    for scenario in ("add_json", "health"):
+        for server in ("fastserve", "proto"):
+            print(
+                f"{scenario:10} {server:10} {median(scenario, server, 'rps'):9.0f} "
+                f"{median(scenario, server, 'p99_ms'):7.2f} {median(scenario, server, 'cpu_us'):10.1f}"
+            )
+    for scenario in ("add_json", "health"):
+        ratios: list[Any] = [
+            a["rps"] / b["rps"]
+            for a, b in zip(figures[(scenario, "fastserve")], figures[(scenario, "proto")], strict=True)
+        ]
+        print(
+            f"{scenario}: fastserve / prototype = {statistics.median(ratios):.2f}x req/s "
+            f"(per repetition: {', '.join(f'{r:.2f}' for r in ratios)}); CPU per request "
+            f"{median(scenario, 'fastserve', 'cpu_us') / median(scenario, 'proto', 'cpu_us'):.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
