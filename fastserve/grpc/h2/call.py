@@ -15,10 +15,12 @@ END = object()  # the end of a stream of requests
 
 class Call:
     __slots__ = ("stream_id", "method", "context", "reader", "gzip", "reserved", "message", "requests",
-                 "task", "timer", "remote_done", "headers_sent", "outbox", "trailers", "finished", "drained")
+                 "task", "timer", "remote_done", "headers_sent", "outbox", "trailers", "finished", "drained",
+                 "path")
 
-    def __init__(self, stream_id: int, method: Method, context: CallContext, gzip: bool) -> None:
+    def __init__(self, stream_id: int, method: Method, context: CallContext, gzip: bool, path: str = "") -> None:
         self.stream_id = stream_id
+        self.path = path  # for the access log
         self.method = method
         self.context = context
         self.reader: MessageReader | None = None  # set by the connection, whose quota it charges

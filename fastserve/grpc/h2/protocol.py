@@ -187,19 +187,22 @@ class GrpcConnection(Responder, asyncio.Protocol):
             self._reset(sid, ErrorCodes.REFUSED_STREAM)  # after our GOAWAY: the client retries elsewhere
             return
         headers = dict(event.headers)
-        if headers.get(b":method") != b"POST":
-            self._http_error(sid, b"405", "gRPC requires POST", event.stream_ended is None)
+        path = headers.get(b":path", b"").decode("latin-1")
+        verb = headers.get(b":method", b"")
+        if verb != b"POST":
+            self._http_error(sid, b"405", "gRPC requires POST", event.stream_ended is None, verb.decode("latin-1"),
+                             path)
             return
         if not headers.get(b"content-type", b"").startswith(b"application/grpc"):
             self._http_error(sid, b"415", f"invalid gRPC request content-type "
-                             f"{headers.get(b'content-type', b'').decode('latin-1')!r}", event.stream_ended is None)
+                             f"{headers.get(b'content-type', b'').decode('latin-1')!r}", event.stream_ended is None,
+                             "POST", path)
             return
-        path = headers.get(b":path", b"").decode("latin-1")
         method = self.shared.table.lookup(path)
         deadline = None
         timeout = headers.get(b"grpc-timeout")
         context = CallContext(self.loop, None, event.headers, self.address)
-        call = Call(sid, method, context, headers.get(b"grpc-encoding") == b"gzip")  # type: ignore[arg-type]
+        call = Call(sid, method, context, headers.get(b"grpc-encoding") == b"gzip", path)  # type: ignore[arg-type]
         self.calls[sid] = call
         call.reader = MessageReader(lambda length: self._admit(call, length))
         if timeout is not None:

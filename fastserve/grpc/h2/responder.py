@@ -16,6 +16,7 @@ from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.exceptions import H2Error
 
+from fastserve.grpc import access
 from fastserve.grpc.h2.call import Call
 from fastserve.grpc.h2.framing import percent_encode, too_large
 from fastserve.grpc.h2.outbound import pump, send_message, status_trailers
@@ -31,6 +32,7 @@ class Responder:
     calls: dict[int, Call]
     blocked: set[Call]
     paused: bool
+    address: str
 
     def _release(self, call: Call) -> None:
         if call.reserved:
@@ -102,9 +104,11 @@ class Responder:
         for call in blocked:
             self._pump(call)
 
-    def _http_error(self, sid: int, status: bytes, message: str, still_sending: bool) -> None:
+    def _http_error(self, sid: int, status: bytes, message: str, still_sending: bool, method: str, path: str) -> None:
         conn = self.conn
         assert conn is not None
+        if self.shared.access_log:
+            access.write(self.address, method, path, 13)
         conn.send_headers(sid, [(b":status", status), (b"content-type", b"text/plain"), (b"grpc-status", b"13"),
                                 (b"grpc-message", percent_encode(message))], end_stream=True)
         if still_sending:
@@ -113,6 +117,8 @@ class Responder:
     def _finish(self, call: Call, reset: bool) -> None:
         """The call is answered: forget it; a client still sending its request is stopped."""
         call.finished = True
+        if self.shared.access_log:
+            access.write(call.context.address, "POST", call.path, call.trailers[0][1].decode() if call.trailers else 1)
         self.calls.pop(call.stream_id, None)
         self.blocked.discard(call)
         self._release(call)

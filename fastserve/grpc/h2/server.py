@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from h2.config import H2Configuration
 
 from fastserve.core.inference import InferenceCore
+from fastserve.grpc import access
 from fastserve.grpc.h2.options import Limits, limits
 from fastserve.grpc.h2.protocol import GrpcConnection
 from fastserve.grpc.methods import MethodTable, method_table
@@ -33,6 +34,7 @@ class Shared:
     limits: Limits
     quota: MemoryQuota
     h2_config: H2Configuration
+    access_log: bool = False
     connections: set[GrpcConnection] = field(default_factory=set)
 
 
@@ -48,7 +50,7 @@ class H2GrpcServer:
                                  normalize_outbound_headers=False, validate_inbound_headers=False,
                                  normalize_inbound_headers=False)
         self.shared = Shared(asyncio.get_running_loop(), method_table(core, quota, metrics),
-                             limits(settings, reuse_port), quota, config)
+                             limits(settings, reuse_port), quota, config, access.enabled(settings))
         self.servers: list[asyncio.AbstractServer] = []
         self.keepalive: asyncio.Task[None] | None = None
 
