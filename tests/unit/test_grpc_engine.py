@@ -86,6 +86,12 @@ def test_a_request_cut_at_every_byte_gives_the_same_events() -> None:
         engine.receive(wire[:cut])
         engine.receive(wire[cut:])
         assert pieces.events == whole.events, cut
+    trickle = Recorder()
+    engine = Engine(trickle, 1 << 20, 1 << 20, 4 << 20, None)
+    for i in range(len(wire)):  # one byte per read: every incomplete head and frame is kept and resumed
+        engine.receive(wire[i:i + 1])
+    assert [e[0] for e in trickle.events] == ["headers"] + ["data"] + ["end"]
+    assert trickle.events[1] == whole.events[1]
 
 
 def test_padding_priority_and_continuation_are_read() -> None:

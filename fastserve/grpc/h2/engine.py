@@ -65,7 +65,8 @@ class Engine:
         self.peer_max_frame = 16384
         self.table_reset = b""  # b"\x20" once the client allows a smaller HPACK table than 4096
         self.headers = HeaderDecoder(max_header_list)
-        self.pending = b""  # an incomplete frame (or frame head) from the last read
+        self.pending = bytearray()  # an incomplete frame (or frame head) from the last reads
+        self.need = 0  # bytes `pending` must reach before it is parsed (appends are linear, not quadratic)
         self.preface = True  # the client's preface and first SETTINGS still to come
         self.data_left = 0  # payload bytes of the DATA frame being received
         self.pad_left = 0
@@ -87,14 +88,16 @@ class Engine:
 
     def receive(self, data: bytes) -> None:
         if self.pending:
-            data = self.pending + data
-            self.pending = b""
+            self.pending += data
+            if len(self.pending) < self.need:
+                return
+            data, self.pending = bytes(self.pending), bytearray()
         pos, end = 0, len(data)
         if self.preface:
             if end < 24 + 9:
                 if not PREFACE.startswith(data[:24]):
                     raise ProtocolError(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
-                self.pending = data
+                self._keep(data, 24 + 9)
                 return
             if data[:24] != PREFACE or data[27] != SETTINGS:
                 raise ProtocolError(PROTOCOL_ERROR, "not an HTTP/2 connection preface and SETTINGS")
@@ -118,7 +121,7 @@ class Engine:
                     self._remote_end(self.data_sid)
                 continue
             if end - pos < 9:
-                self.pending = data[pos:]
+                self._keep(data[pos:], 9)
                 return
             length_kind, flags, sid = HEAD.unpack_from(data, pos)
             length, kind, sid = length_kind >> 8, length_kind & 0xFF, sid & 0x7FFFFFFF
@@ -128,7 +131,7 @@ class Engine:
                 raise ProtocolError(PROTOCOL_ERROR, "a header block without its CONTINUATION")
             if kind == DATA:
                 if flags & PADDED and length and end - pos < 10:
-                    self.pending = data[pos:]
+                    self._keep(data[pos:], 10)
                     return
                 pos += 9
                 self._data_start(sid, length, flags, data[pos] if flags & PADDED and length else -1)
@@ -138,7 +141,7 @@ class Engine:
                     self._remote_end(self.data_sid)
                 continue
             if end - pos < 9 + length:
-                self.pending = data[pos:]
+                self._keep(data[pos:], 9 + length)
                 return
             payload = data[pos + 9:pos + 9 + length]
             pos += 9 + length
@@ -179,6 +182,10 @@ class Engine:
             elif kind == PRIORITY and (not sid or length != 5):
                 raise ProtocolError(PROTOCOL_ERROR, "a malformed PRIORITY")
             # other frame types (and PRIORITY) are ignored, as RFC 9113 says
+
+    def _keep(self, rest: bytes, need: int) -> None:
+        self.pending += rest
+        self.need = need
 
     def _data_start(self, sid: int, length: int, flags: int, pad: int) -> None:
         if not sid:
