@@ -7,6 +7,7 @@ Markdown table of RPC/s, p99, the server's CPU per call and fastserve-h2 / it ra
 
 Usage (from the project root, with the test venv, which has tritonclient[grpc]):
   .venv/bin/python bench/grpc_side_by_side.py [--reps 2] [--dur 6] [--c 1,32] [--servers fastserve-grpcio]
+      [--before DIR]  (DIR/fastserve: an earlier version, served as "fastserve-h2 (before)")
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def wait_port(port: int, timeout: float = 60.0) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+BEFORE: list[Path] = []  # --before: a tree whose fastserve/ is the version to compare with
+
+
 def start(name: str, model: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     if name.startswith("fastserve"):
@@ -68,8 +72,8 @@ def start(name: str, model: Path) -> tuple[subprocess.Popen, int]:
         command = [sys.executable, "-m", "fastserve", "--config_path", str(config), "--rest_port", "0",
                    "--rest_bind_address", "127.0.0.1", "--port", str(port),
                    "--grpc_bind_address", "127.0.0.1", "--log_level", "WARNING",
-                   "--grpc_transport", name.split("-", 1)[1]]
-        cwd = ROOT
+                   "--grpc_transport", name.split("-", 1)[1].split(" ")[0]]
+        cwd = BEFORE[0] if name.endswith("(before)") else ROOT  # python -m imports fastserve from cwd
     else:
         script, *flags = {"grpc.aio --parse": ["raw_grpc.py", "--parse"], "grpc.aio fixed": ["raw_grpc.py"],
                           "h2 on uvloop": ["raw_h2_grpc.py"]}[name]
@@ -119,11 +123,18 @@ def main() -> None:
     ap.add_argument("--dur", type=float, default=6.0)
     ap.add_argument("--c", default="1,32")
     ap.add_argument("--servers", default="", help="a comma-separated subset (default: all)")
+    ap.add_argument("--before", type=Path, help="a tree with an earlier fastserve/ (e.g. `git archive REV fastserve "
+                    "| tar -x -C DIR`), served as 'fastserve-h2 (before)' beside this one")
     args = ap.parse_args()
     ours = "fastserve-h2"
     servers = [ours, "fastserve-grpcio", "grpc.aio --parse", "grpc.aio fixed", "h2 on uvloop"]
+    if args.before is not None:
+        BEFORE.append(args.before.resolve())
+        servers.insert(1, "fastserve-h2 (before)")
     if args.servers:
         servers = [ours] + [s for s in args.servers.split(",") if s != ours]
+        if args.before is not None and "fastserve-h2 (before)" not in servers:
+            servers.insert(1, "fastserve-h2 (before)")
     levels = [int(c) for c in args.c.split(",")]
     results: dict[tuple[str, int], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,6 +10,8 @@ transport, grpc/h2/, serves the same table; docs/grpc.md says which is the defau
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import inspect
 import logging
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import grpc
 
 from fastserve.core.inference import InferenceCore
+from fastserve.grpc import access
 from fastserve.grpc.methods import MethodTable, method_table
 from fastserve.grpc.reflection import reflection_pool
 from fastserve.grpc.rpc import BIDI, SERVER_STREAM, UNARY, Aborted, Method
@@ -56,7 +59,7 @@ class GrpcServer:
         self.settings = settings
         self.server = grpc.aio.server(options=channel_options(settings, reuse_port))
         self.table = method_table(core, MemoryQuota(settings.grpc_memory_quota), metrics)
-        self.server.add_generic_rpc_handlers((GrpcioMethods(self.table),))
+        self.server.add_generic_rpc_handlers((GrpcioMethods(self.table, access.enabled(settings)),))
 
     async def start(self) -> bool:
         """Bind and start; False (logged) when an address cannot be bound."""
@@ -85,8 +88,9 @@ class GrpcioMethods(grpc.GenericRpcHandler):
     """The method table as grpcio handlers (built once per method); None lets grpcio answer
     UNIMPLEMENTED for a path of another service."""
 
-    def __init__(self, table: MethodTable) -> None:
+    def __init__(self, table: MethodTable, access_log: bool = False) -> None:
         self.table = table
+        self.access_log = access_log
         self.handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
@@ -96,7 +100,7 @@ class GrpcioMethods(grpc.GenericRpcHandler):
             method = self.table.lookup(path)
             if method is None:
                 return None
-            found = _grpcio_handler(method)
+            found = _grpcio_handler(_logged(method, path) if self.access_log else method)
             if path in self.table.methods:  # an unimplemented path is not kept: any client can make them up
                 self.handlers[path] = found
         return found
@@ -144,3 +148,59 @@ def _grpcio_handler(method: Method) -> grpc.RpcMethodHandler:
             await result
 
     return grpc.stream_stream_rpc_method_handler(bidi, response_serializer=method.serialize)
+
+
+def _code(context: Any, error: BaseException | None) -> int:
+    """The status a call ended with: its abort's code, 1 when cancelled, 2 (UNKNOWN) when it raised."""
+    if isinstance(error, asyncio.CancelledError):
+        return 1
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return int(code.value[0])
+    if code is not None:
+        return int(code)
+    return 0 if error is None else 2
+
+
+def _logged(method: Method, path: str) -> Method:
+    """The method with an access log line when each call ends (grpc/access.py). A unary or
+    server-stream request is parsed here, so that a request that does not parse is logged too."""
+    handler, parse = method.handler, method.parse
+
+    def line(context: Any, error: BaseException | None) -> None:
+        access.write(context.peer(), "POST", path, _code(context, error))
+
+    async def parsed(request: Any, context: Any) -> Any:
+        if parse is None or method.kind == BIDI:
+            return request
+        try:
+            return parse(request)
+        except Aborted as exc:
+            await context.abort(exc.code, exc.details)
+
+    if method.kind == UNARY:
+        async def unary(request: Any, context: Any) -> Any:
+            try:
+                response = await handler(await parsed(request, context), context)
+            except BaseException as exc:
+                line(context, exc)
+                raise
+            line(context, None)
+            return response
+
+        return dataclasses.replace(method, handler=unary, parse=None)
+
+    async def stream(request: Any, context: Any) -> Any:
+        try:
+            result = handler(await parsed(request, context), context)
+            if inspect.isasyncgen(result):
+                async for response in result:
+                    yield response
+            else:
+                await result
+        except BaseException as exc:
+            line(context, exc)
+            raise
+        line(context, None)
+
+    return dataclasses.replace(method, handler=stream, parse=parse if method.kind == BIDI else None)

@@ -12,6 +12,7 @@ In-flight work is a gated pipeline (tests/gates.py): it ends when the test opens
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import time
@@ -167,6 +168,26 @@ def test_shutdown_sends_goaway_and_the_call_in_flight_finishes(tmp_path: Path, g
 
         np.testing.assert_array_equal(output_arrays(pb.ModelInferResponse.FromString(running.result()))["y"], x)
         assert proc.proc.wait(30) == 0
+
+
+def test_debug_logs_each_call_with_its_status(tmp_path: Path, grpc_transport: str) -> None:
+    config = write_ops_repository(tmp_path / "repo", ("dynamic",))
+    with ServerProcess("--config_path", str(config), "--log_level", "DEBUG", grpc=True,
+                       grpc_transport=grpc_transport) as proc:
+        stub = Stub(proc.grpc_host)
+        x, body = dynamic(64)
+        np.testing.assert_array_equal(output_arrays(stub.call("ModelInfer", body))["y"], 2 * x)
+        assert stub.status("ModelInfer", infer_request("nope", {"x": ("FP32", x)}))[0] == grpc.StatusCode.NOT_FOUND
+        assert stub.status("ModelReady", b"\xff")[0] == grpc.StatusCode.INTERNAL  # not a message
+        deadline = time.monotonic() + 30
+        while proc.log().count('"POST /inference.GRPCInferenceService/') < 3:
+            assert time.monotonic() < deadline, proc.log()
+            time.sleep(0.02)
+        log = proc.log()
+        assert re.search(r'\[DEBUG\]\[fastserve\.grpc\] 127\.0\.0\.1:\d+ "POST '
+                         r'/inference\.GRPCInferenceService/ModelInfer" 0\n', log), log
+        assert '"POST /inference.GRPCInferenceService/ModelInfer" 5\n' in log
+        assert '"POST /inference.GRPCInferenceService/ModelReady" 13\n' in log
 
 
 # The h2 transport's own decisions

@@ -15,10 +15,12 @@ END = object()  # the end of a stream of requests
 
 class Call:
     __slots__ = ("stream_id", "method", "context", "reader", "gzip", "reserved", "message", "requests",
-                 "task", "timer", "remote_done", "headers_sent", "outbox", "trailers", "finished", "drained")
+                 "task", "timer", "remote_done", "headers_sent", "outbox", "trailers", "finished", "drained",
+                 "path", "code")
 
-    def __init__(self, stream_id: int, method: Method, context: CallContext, gzip: bool) -> None:
+    def __init__(self, stream_id: int, method: Method, context: CallContext, gzip: bool, path: str = "") -> None:
         self.stream_id = stream_id
+        self.path = path  # for the access log
         self.method = method
         self.context = context
         self.reader: MessageReader | None = None  # set by the connection, whose quota it charges
@@ -31,6 +33,7 @@ class Call:
         self.remote_done = False  # the client sent END_STREAM
         self.headers_sent = False
         self.outbox: deque[Any] = deque()  # DATA waiting for the peer's flow-control window
-        self.trailers: list[tuple[bytes, bytes]] | None = None  # sent once the outbox is empty
+        self.trailers: bytes | None = None  # the HPACK block, sent once the outbox is empty
+        self.code = b"1"  # its grpc-status, for the access log (1, CANCELLED, until it has one)
         self.finished = False
         self.drained: asyncio.Future[None] | None = None  # a stream handler waiting for the outbox

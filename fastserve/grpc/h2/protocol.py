@@ -1,11 +1,11 @@
-"""One client connection: h2's state machine fed from the socket, each stream a gRPC call.
+"""One client connection: the HTTP/2 engine (grpc/h2/engine.py) fed from the socket, each stream a gRPC call.
 
 Rules: the loop's callbacks are the only driver. A unary call runs when its request has
 arrived, inline (grpc/h2/inline.py): a ModelInfer that needs no wait answers within the same
 data_received, without a task, and everything it produced leaves in one transport.write. A
 call that waits becomes a task; its deadline (grpc-timeout) is a timer only then, or while
 its request is still arriving. RST_STREAM cancels a call's task and returns its quota; a
-malformed connection is closed (GOAWAY when h2 can still say why) and nothing else is.
+malformed connection gets GOAWAY with the engine's error code and is closed; nothing else is.
 """
 
 from __future__ import annotations
@@ -15,25 +15,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from h2.connection import H2Connection
-from h2.errors import ErrorCodes
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    PingAckReceived,
-    RemoteSettingsChanged,
-    RequestReceived,
-    StreamEnded,
-    StreamReset,
-    WindowUpdated,
-)
-from h2.exceptions import H2Error
-from h2.settings import SettingCodes, Settings
-from hyperframe.frame import GoAwayFrame
 
 from fastserve.grpc.h2 import inline
 from fastserve.grpc.h2.call import END, Call
+from fastserve.grpc.h2.codes import INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, ProtocolError
 from fastserve.grpc.h2.context import CallContext
+from fastserve.grpc.h2.engine import Engine
 from fastserve.grpc.h2.framing import MessageReader, gunzip, parse_timeout, too_large
 from fastserve.grpc.h2.options import CONNECTION_WINDOW, UNLIMITED_STREAMS
 from fastserve.grpc.h2.responder import Responder
@@ -45,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastserve.grpc")
 INTERNAL = grpc.StatusCode.INTERNAL
-DEFAULT_WINDOW = 65535  # every HTTP/2 window starts here, whatever SETTINGS say later
+BIG_WRITE = 8  # pieces to write: more (a big reply's frames) go out by writelines, not joined
 
 
 class GrpcConnection(Responder, asyncio.Protocol):
@@ -54,7 +41,7 @@ class GrpcConnection(Responder, asyncio.Protocol):
         self.loop = shared.loop
         self.calls: dict[int, Call] = {}
         self.transport: Any = None
-        self.conn: H2Connection | None = None
+        self.conn: Engine = None  # type: ignore[assignment]  # made with the connection
         self.address = ""
         self.goaway: int | None = None  # last stream id we accept once shutting down
         self.paused = False  # the transport's buffer is full: DATA waits
@@ -70,20 +57,12 @@ class GrpcConnection(Responder, asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.address = f"ipv6:[{peer[0]}]:{peer[1]}" if peer and ":" in peer[0] else (
             f"ipv4:{peer[0]}:{peer[1]}" if peer else "")
-        conn = self.conn = H2Connection(self.shared.h2_config)
         limits = self.shared.limits
-        # Set before initiate_connection and in force at once (not on the client's ACK): a client
-        # may send before it has read our SETTINGS, or send big frames before its ACK; h2's own
-        # stream limit (100) would end the whole connection, a frame over its size limit too.
-        conn.local_settings = Settings(client=False, initial_values={
-            SettingCodes.MAX_CONCURRENT_STREAMS: UNLIMITED_STREAMS, SettingCodes.MAX_HEADER_LIST_SIZE: 1 << 16,
-            SettingCodes.INITIAL_WINDOW_SIZE: limits.stream_window, SettingCodes.MAX_FRAME_SIZE: limits.max_frame})
-        conn.max_inbound_frame_size = limits.max_frame
-        conn.initiate_connection()
-        if limits.max_concurrent_streams != UNLIMITED_STREAMS:  # in force once the client acknowledges it
-            conn.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams})
-        conn.increment_flow_control_window(CONNECTION_WINDOW - DEFAULT_WINDOW)
-        transport.write(conn.data_to_send())
+        # The stream limit is in SETTINGS, in force once the client acknowledges it (calls it
+        # opens before it has read them are served); frames up to our size are accepted at once.
+        streams = None if limits.max_concurrent_streams == UNLIMITED_STREAMS else limits.max_concurrent_streams
+        self.conn = Engine(self, limits.max_frame, limits.stream_window, CONNECTION_WINDOW, streams)
+        self.write(self.conn.take())
         self.shared.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -101,68 +80,79 @@ class GrpcConnection(Responder, asyncio.Protocol):
         self.flush()
 
     def data_received(self, data: bytes) -> None:
-        conn = self.conn
-        assert conn is not None
         try:
-            events = conn.receive_data(data)
-        except H2Error as exc:  # garbage or a broken HTTP/2 peer: this connection only
+            self.conn.receive(data)
+        except ProtocolError as exc:  # garbage or a broken HTTP/2 peer: this connection only
             log.debug("closing a gRPC connection from %s: %s", self.address, exc)
-            self._close(conn.data_to_send())
+            self._close_with(exc.code)
             return
-        except Exception:
-            log.exception("closing a gRPC connection from %s", self.address)
-            self._close(b"")
-            return
-        try:
-            self._events(events)
         except Exception:  # a bug of ours: this connection ends, the server goes on
             log.exception("closing a gRPC connection from %s", self.address)
-            for call in list(self.calls.values()):
-                self._drop(call)
-            self._close(b"")
+            self._close_with(INTERNAL_ERROR)
             return
         if self.arriving:
             self._arm_arriving()
         self.flush()
 
-    def _events(self, events: list[Any]) -> None:
-        for event in events:
-            kind = type(event)
-            if kind is DataReceived:
-                self._data(event)
-            elif kind is RequestReceived:
-                self._request(event)
-            elif kind is StreamEnded:
-                call = self.calls.get(event.stream_id)
-                if call is not None:
-                    self._ended(call)
-            elif kind is StreamReset:
-                call = self.calls.get(event.stream_id)
-                if call is not None:
-                    self._drop(call)
-            elif kind is WindowUpdated:
-                self._window(event.stream_id)
-            elif kind is RemoteSettingsChanged:
-                if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
-                    self._window(0)
-            elif kind is PingAckReceived:
-                self.ping_sent = None
-            elif kind is ConnectionTerminated:  # the client's GOAWAY: h2 sends nothing after it
-                for call in list(self.calls.values()):
-                    self._drop(call)
-                self._close(self.conn.data_to_send() if self.conn is not None else b"")
-                return
+    def _close_with(self, code: int) -> None:
+        for call in list(self.calls.values()):
+            self._drop(call)
+        conn = self.conn
+        conn.take()  # whatever was queued: the GOAWAY says where the connection stopped
+        conn.goaway(conn.highest, code)
+        self.write(conn.take())
+        self._close()
+
+    # The engine's events (grpc/h2/engine.py)
+
+    def on_data(self, sid: int, piece: Any) -> None:
+        call = self.calls.get(sid)
+        if call is not None and not call.finished and call.reader is not None:
+            self._data(call, piece)
+
+    def on_end(self, sid: int) -> None:
+        call = self.calls.get(sid)
+        if call is not None:
+            self._ended(call)
+
+    def on_reset(self, sid: int) -> None:
+        call = self.calls.get(sid)
+        if call is not None:
+            self._drop(call)
+
+    def on_window(self, sid: int) -> None:
+        self._window(sid)
+
+    def on_ping_ack(self) -> None:
+        self.ping_sent = None
+
+    def on_goaway(self) -> None:
+        """The client's GOAWAY: it opens no more streams; ours end, and so does the connection."""
+        for call in list(self.calls.values()):
+            self._drop(call)
+        self.flush()
+        self._close()
 
     def flush(self) -> None:
         self.flush_soon = False
-        transport = self.transport
-        if transport is None or self.conn is None:
+        if self.transport is None:
             return
-        out = self.conn.data_to_send()
+        out = self.conn.take()
         if out:
-            transport.write(out)
+            self.write(out)
         if self.goaway is not None and not self.calls:
-            self._close(b"")
+            self._close()
+
+    def write(self, out: list[Any]) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if len(out) == 1:
+            transport.write(out[0])
+        elif len(out) <= BIG_WRITE:
+            transport.write(b"".join(out))
+        else:
+            transport.writelines(out)  # the frames of a big reply: views of it, not joined here
 
     def schedule_flush(self) -> None:
         # Replies that complete in callbacks of one loop iteration leave in one write.
@@ -170,36 +160,33 @@ class GrpcConnection(Responder, asyncio.Protocol):
             self.flush_soon = True
             self.loop.call_soon(self.flush)
 
-    def _close(self, last: bytes) -> None:
-        transport = self.transport
-        if transport is not None:
-            if last:
-                transport.write(last)
-            transport.close()
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
     # Streams
 
-    def _request(self, event: RequestReceived) -> None:
-        sid = event.stream_id
-        conn = self.conn
-        assert conn is not None
+    def on_headers(self, sid: int, fields: list[tuple[bytes, bytes]], headers: dict[bytes, bytes],
+                   end_stream: bool) -> None:
+        """A new stream: a call (its request's headers decoded, `headers` as a dict of them)."""
         if self.goaway is not None and sid > self.goaway:
-            self._reset(sid, ErrorCodes.REFUSED_STREAM)  # after our GOAWAY: the client retries elsewhere
+            self.conn.reset(sid, REFUSED_STREAM)  # after our GOAWAY: the client retries elsewhere
             return
-        headers = dict(event.headers)
-        if headers.get(b":method") != b"POST":
-            self._http_error(sid, b"405", "gRPC requires POST", event.stream_ended is None)
+        path = headers.get(b":path", b"").decode("latin-1")
+        verb = headers.get(b":method", b"")
+        if verb != b"POST":
+            self._http_error(sid, b"405", "gRPC requires POST", not end_stream, verb.decode("latin-1"), path)
             return
         if not headers.get(b"content-type", b"").startswith(b"application/grpc"):
             self._http_error(sid, b"415", f"invalid gRPC request content-type "
-                             f"{headers.get(b'content-type', b'').decode('latin-1')!r}", event.stream_ended is None)
+                             f"{headers.get(b'content-type', b'').decode('latin-1')!r}", not end_stream,
+                             "POST", path)
             return
-        path = headers.get(b":path", b"").decode("latin-1")
         method = self.shared.table.lookup(path)
         deadline = None
         timeout = headers.get(b"grpc-timeout")
-        context = CallContext(self.loop, None, event.headers, self.address)
-        call = Call(sid, method, context, headers.get(b"grpc-encoding") == b"gzip")  # type: ignore[arg-type]
+        context = CallContext(self.loop, None, fields, self.address)
+        call = Call(sid, method, context, headers.get(b"grpc-encoding") == b"gzip", path)  # type: ignore[arg-type]
         self.calls[sid] = call
         call.reader = MessageReader(lambda length: self._admit(call, length))
         if timeout is not None:
@@ -218,7 +205,7 @@ class GrpcConnection(Responder, asyncio.Protocol):
         if method.kind == BIDI:  # its handler reads the requests as they come
             call.requests = asyncio.Queue()
             self._start_stream(call, call.requests)
-        if event.stream_ended is not None:
+        if end_stream:
             self._ended(call)
 
     def _admit(self, call: Call, length: int) -> None:
@@ -233,16 +220,9 @@ class GrpcConnection(Responder, asyncio.Protocol):
         quota.used += length
         call.reserved += length
 
-    def _data(self, event: DataReceived) -> None:
-        conn = self.conn
-        assert conn is not None
-        sid = event.stream_id
-        conn.acknowledge_received_data(event.flow_controlled_length, sid)  # so the client keeps sending
-        call = self.calls.get(sid)
-        if call is None or call.finished or call.reader is None:
-            return
+    def _data(self, call: Call, piece: Any) -> None:
         try:
-            messages = call.reader.feed(event.data)
+            messages = call.reader.feed(piece)  # type: ignore[union-attr]
             for flag, message in messages:
                 if flag:
                     if not call.gzip:
@@ -306,7 +286,7 @@ class GrpcConnection(Responder, asyncio.Protocol):
             call.outbox.clear()
             if not call.finished:
                 self._finish(call, reset=False)
-            self._reset(call.stream_id, ErrorCodes.INTERNAL_ERROR)
+            self.conn.reset(call.stream_id, INTERNAL_ERROR)
         self.schedule_flush()
 
     def _start_stream(self, call: Call, request: Any) -> None:
@@ -329,23 +309,19 @@ class GrpcConnection(Responder, asyncio.Protocol):
     # Shutdown and keepalive (driven by grpc/h2/server.py)
 
     def send_goaway(self) -> None:
-        """GOAWAY, yet keep serving the streams already opened (h2's close_connection would end
-        them too, so the frame is written here, after whatever h2 has queued)."""
-        if self.goaway is not None or self.conn is None:
+        """GOAWAY (NO_ERROR, the last stream we serve), yet keep serving the streams already opened."""
+        if self.goaway is not None or self.transport is None:
             return
-        self.goaway = self.conn.highest_inbound_stream_id
+        self.goaway = self.conn.highest
+        self.conn.goaway(self.goaway, NO_ERROR)
         self.flush()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(GoAwayFrame(0, last_stream_id=self.goaway, error_code=0).serialize())
-        if not self.calls:
-            self._close(b"")
 
     def abort(self) -> None:
         """The grace is over: cancel what still runs and close."""
         for call in list(self.calls.values()):
             self.fail(call, grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         self.flush()
-        self._close(b"")
+        self._close()
 
     def keepalive(self, now: float) -> None:
         """Ping an idle peer; close one that did not answer the last ping in time."""
@@ -357,6 +333,5 @@ class GrpcConnection(Responder, asyncio.Protocol):
                 self.abort()
             return
         self.ping_sent = now
-        if self.conn is not None:
-            self.conn.ping(b"fastserv")
-            self.flush()
+        self.conn.ping(b"fastserv")
+        self.flush()

@@ -1,9 +1,10 @@
 """Answers on a connection's streams: a unary reply, messages, trailers, errors, resets.
 
 Rules: the half of a GrpcConnection (grpc/h2/protocol.py) that writes; it only queues frames
-in h2 (the connection flushes them once per read, or once per loop iteration for replies that
-complete later). A call is finished exactly once (`_finish`): its quota returned, its timer
-and task cancelled, and, if the client is still sending, its stream reset so it stops.
+in the engine (the connection flushes them once per read, or once per loop iteration for
+replies that complete later). A call is finished exactly once (`_finish`): its quota
+returned, its timer and task cancelled, and, if the client is still sending, its stream reset
+so it stops.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from h2.connection import H2Connection
-from h2.errors import ErrorCodes
-from h2.exceptions import H2Error
 
+from fastserve.grpc import access
 from fastserve.grpc.h2.call import Call
-from fastserve.grpc.h2.framing import percent_encode, too_large
-from fastserve.grpc.h2.outbound import pump, send_message, status_trailers
+from fastserve.grpc.h2.codes import CANCEL, NO_ERROR
+from fastserve.grpc.h2.engine import Engine
+from fastserve.grpc.h2.framing import too_large
+from fastserve.grpc.h2.hpackout import CODES, OK
+from fastserve.grpc.h2.outbound import http_error, pump, send_message, status_trailers, unary_frames
 
 if TYPE_CHECKING:
     from fastserve.grpc.h2.server import Shared
@@ -27,10 +29,11 @@ if TYPE_CHECKING:
 class Responder:
     shared: Shared
     loop: asyncio.AbstractEventLoop
-    conn: H2Connection | None
+    conn: Engine
     calls: dict[int, Call]
     blocked: set[Call]
     paused: bool
+    address: str
 
     def _release(self, call: Call) -> None:
         if call.reserved:
@@ -38,27 +41,32 @@ class Responder:
             call.reserved = 0
 
     def _reply(self, call: Call, response: Any) -> None:
-        """A unary call's one response, then OK."""
+        """A unary call's one response, then OK: in one piece when the window allows."""
         if call.finished:
             return
         data = call.method.serialize(response) if call.method.serialize is not None else response
-        limit = self.shared.limits.max_send
-        if len(data) > limit:
-            error = too_large(len(data), limit, sent=True)
+        size = len(data)
+        if size > self.shared.limits.max_send:
+            error = too_large(size, self.shared.limits.max_send, sent=True)
             return self.fail(call, error.code, error.details)
+        conn, sid = self.conn, call.stream_id
+        if (not call.headers_sent and not conn.table_reset and size + 5 <= conn.peer_max_frame
+                and size + 5 <= conn.window(sid)):
+            call.code, call.trailers = b"0", OK
+            conn.send_raw(sid, unary_frames(sid, data), size + 5, True)
+            self._finish(call, reset=not call.remote_done)
+            return
         self.send(call, data)
-        self.end(call, [(b"grpc-status", b"0")])
+        self.end(call, OK, b"0")
 
     def send(self, call: Call, data: Any) -> None:
-        conn = self.conn
-        assert conn is not None
-        send_message(conn, call, data)
+        send_message(self.conn, call, data)
         if call.outbox:
             self._pump(call)
 
-    def end(self, call: Call, trailers: list[tuple[bytes, bytes]]) -> None:
+    def end(self, call: Call, trailers: bytes, code: bytes) -> None:
         """The status, after whatever DATA is still waiting for the window."""
-        call.trailers = trailers
+        call.trailers, call.code = trailers, code
         self._pump(call)
 
     def fail(self, call: Call, code: grpc.StatusCode, details: str) -> None:
@@ -67,23 +75,19 @@ class Responder:
             return
         if call.outbox and call.headers_sent:  # part of a message is out: trailers now would corrupt it
             call.outbox.clear()
+            call.code = CODES[code]
             self._finish(call, reset=False)
-            self._reset(call.stream_id, ErrorCodes.CANCEL)
+            self.conn.reset(call.stream_id, CANCEL)
             return
-        self.end(call, status_trailers(code, details))
+        self.end(call, status_trailers(code, details), CODES[code])
 
     def _pump(self, call: Call) -> None:
-        conn = self.conn
-        if conn is None or call.finished:
+        if call.finished:
             return
         if self.paused and call.outbox:
             self.blocked.add(call)
             return
-        try:
-            complete = pump(conn, call)
-        except H2Error:  # the stream is closed under us (a reset in flight)
-            complete = True
-        if complete:
+        if pump(self.conn, call):
             self._finish(call, reset=not call.remote_done)
         elif call.outbox:
             self.blocked.add(call)
@@ -102,20 +106,23 @@ class Responder:
         for call in blocked:
             self._pump(call)
 
-    def _http_error(self, sid: int, status: bytes, message: str, still_sending: bool) -> None:
-        conn = self.conn
-        assert conn is not None
-        conn.send_headers(sid, [(b":status", status), (b"content-type", b"text/plain"), (b"grpc-status", b"13"),
-                                (b"grpc-message", percent_encode(message))], end_stream=True)
+    def _http_error(self, sid: int, status: bytes, message: str, still_sending: bool, method: str, path: str) -> None:
+        if self.shared.access_log:
+            access.write(self.address, method, path, 13)
+        self.conn.send_headers(sid, http_error(status, message), end_stream=True)
         if still_sending:
-            self._reset(sid, ErrorCodes.NO_ERROR)
+            self.conn.reset(sid, NO_ERROR)
 
     def _finish(self, call: Call, reset: bool) -> None:
         """The call is answered: forget it; a client still sending its request is stopped."""
         call.finished = True
+        if self.shared.access_log:
+            access.write(self.address, "POST", call.path, call.code.decode())
         self.calls.pop(call.stream_id, None)
-        self.blocked.discard(call)
-        self._release(call)
+        if self.blocked:
+            self.blocked.discard(call)
+        if call.reserved:
+            self._release(call)
         if call.timer is not None:
             call.timer.cancel()
             call.timer = None
@@ -123,15 +130,7 @@ class Responder:
         if task is not None and not task.done():
             task.cancel()  # an answer before the handler's own (deadline, shutdown): stop its work
         if reset:
-            self._reset(call.stream_id, ErrorCodes.NO_ERROR)
-
-    def _reset(self, sid: int, code: ErrorCodes) -> None:
-        """RST_STREAM, unless h2 already saw the stream end (its END_STREAM came in the same read)."""
-        if self.conn is not None:
-            try:
-                self.conn.reset_stream(sid, code)
-            except H2Error:
-                pass
+            self.conn.reset(call.stream_id, NO_ERROR)
 
     def _drop(self, call: Call) -> None:
         """The client cancelled (RST_STREAM) or left: no answer, free everything now."""

@@ -10,9 +10,8 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from h2.config import H2Configuration
-
 from fastserve.core.inference import InferenceCore
+from fastserve.grpc import access
 from fastserve.grpc.h2.options import Limits, limits
 from fastserve.grpc.h2.protocol import GrpcConnection
 from fastserve.grpc.methods import MethodTable, method_table
@@ -32,7 +31,7 @@ class Shared:
     table: MethodTable
     limits: Limits
     quota: MemoryQuota
-    h2_config: H2Configuration
+    access_log: bool = False
     connections: set[GrpcConnection] = field(default_factory=set)
 
 
@@ -41,14 +40,10 @@ class H2GrpcServer:
                  metrics: Metrics | None = None) -> None:
         self.settings = settings
         quota = MemoryQuota(settings.grpc_memory_quota)
-        # Headers stay bytes (no decoding per call). h2's header checks cost ~15% of a small call;
-        # ours are built right, and of the client's only :method, :path, content-type and the grpc-*
-        # ones are read, each checked where it is used (a missing one is a gRPC error, not a crash).
-        config = H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
-                                 normalize_outbound_headers=False, validate_inbound_headers=False,
-                                 normalize_inbound_headers=False)
+        # Headers stay bytes; of the client's only :method, :path, content-type and the grpc-* ones
+        # are read, each checked where it is used (a missing one is a gRPC error, not a crash).
         self.shared = Shared(asyncio.get_running_loop(), method_table(core, quota, metrics),
-                             limits(settings, reuse_port), quota, config)
+                             limits(settings, reuse_port), quota, access.enabled(settings))
         self.servers: list[asyncio.AbstractServer] = []
         self.keepalive: asyncio.Task[None] | None = None
 

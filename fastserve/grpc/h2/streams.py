@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from fastserve.grpc.h2.call import END, Call
+from fastserve.grpc.h2.hpackout import OK
 from fastserve.grpc.rpc import Aborted
 
 if TYPE_CHECKING:
@@ -61,5 +62,5 @@ async def serve_stream(connection: GrpcConnection, call: Call, request: Any) -> 
         log.exception("gRPC stream failed")
         connection.fail(call, grpc.StatusCode.INTERNAL, "Internal server error")
     else:
-        connection.end(call, [(b"grpc-status", b"0")])
+        connection.end(call, OK, b"0")
     connection.schedule_flush()
