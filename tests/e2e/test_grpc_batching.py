@@ -105,23 +105,44 @@ async def grpc_call(client: grpcaio.InferenceServerClient, x: np.ndarray) -> dic
     return {"y": result.as_numpy("y"), "t": result.as_numpy("t")}
 
 
-async def mixed(server: ServerProcess, count: int) -> tuple[list, list, dict]:
+async def all_waiting(server: ServerProcess, count: int, blocker: asyncio.Future) -> bool:
+    """True once `count` requests of tally are in flight with the blocker; False if the blocker ended first."""
+    loop = asyncio.get_running_loop()
+    while not blocker.done():
+        metrics = samples((await loop.run_in_executor(None, get, server.port, "/metrics")).body)
+        if metrics.get(key("ovms_current_requests", name="tally", version="1")) == count:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+async def mixed(server: ServerProcess, count: int, spin_seconds: float) -> tuple[list, list, dict, bool]:
+    """`count` gRPC and `count` REST calls sent behind a blocker; the last item: all arrived while it ran."""
     grpc_inputs = [rows(GRPC_TAG, i) for i in range(count)]
     rest_inputs = [rows(REST_TAG, i) for i in range(count)]
     async with grpcaio.InferenceServerClient(server.grpc_host) as client:
-        blocker = asyncio.ensure_future(grpc_call(client, rows(0, 0, spin=spin_rows(3.0))))
+        blocker = asyncio.ensure_future(grpc_call(client, rows(0, 0, spin=spin_rows(spin_seconds))))
         await running(server)
         calls = []
         for g, r in zip(grpc_inputs, rest_inputs, strict=True):  # interleaved, all waiting behind the blocker
-            calls += [grpc_call(client, g), call(server.port, "tally", r, True)]
+            calls += [asyncio.ensure_future(grpc_call(client, g)),
+                      asyncio.ensure_future(call(server.port, "tally", r, True))]
+        held = await all_waiting(server, 1 + 2 * count, blocker)
         answers = await asyncio.wait_for(asyncio.gather(*calls), 120)
         alone = await blocker
     return (list(zip(grpc_inputs, answers[0::2], strict=True)), list(zip(rest_inputs, answers[1::2], strict=True)),
-            alone)
+            alone, held)
 
 
 def test_rest_and_grpc_requests_share_batches_and_get_their_own_rows(server: ServerProcess) -> None:
-    grpc_pairs, rest_pairs, alone = asyncio.run(mixed(server, 20))
+    # The blocker must outlast the sending of 40 calls, which a busy machine can slow by any factor:
+    # the server's in-flight count says whether it did, and a longer blocker is tried if not.
+    for spin_seconds in (3.0, 12.0, 48.0):
+        grpc_pairs, rest_pairs, alone, held = asyncio.run(mixed(server, 20, spin_seconds))
+        if held:
+            break
+    else:
+        pytest.fail("the 40 calls never all arrived while a blocker of up to 48 s ran")
     assert float(alone["t"][0]) == 0  # the blocker ran by itself
     batches = []
     for x, got in grpc_pairs:
