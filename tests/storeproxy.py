@@ -4,6 +4,8 @@ It forwards each request on its own upstream connection (reverse proxy for S3_EN
 forward proxy for http_proxy when the request line has an absolute URL), and can, for requests
 whose path ends with a given suffix:
 - cut(): send the response head and half the body, then close: a network failure mid-download;
+- corrupt(): send the whole response with one byte of its body changed: content that does not
+  match its checksum;
 - hold(): keep the request until release(): a store that answers slowly, or never (stop the store
   meanwhile and release: the upstream is gone, the client's connection is closed unanswered).
 Every request path is recorded. Threads are daemons; close() stops accepting.
@@ -23,6 +25,7 @@ class StoreProxy:
         self.port = self.sock.getsockname()[1]
         self.paths: list[str] = []
         self.cuts: dict[str, int] = {}  # suffix -> how many more responses to cut
+        self.corrupts: dict[str, int] = {}  # suffix -> how many more responses to corrupt
         self.holds: dict[str, threading.Event] = {}
         self.held = threading.Event()  # set when a request is being held
         self.lock = threading.Lock()
@@ -31,6 +34,10 @@ class StoreProxy:
     def cut(self, suffix: str, times: int = 1) -> None:
         with self.lock:
             self.cuts[suffix] = times
+
+    def corrupt(self, suffix: str, times: int = 1) -> None:
+        with self.lock:
+            self.corrupts[suffix] = times
 
     def hold(self, suffix: str) -> None:
         with self.lock:
@@ -83,6 +90,9 @@ class StoreProxy:
             cut = next((s for s, n in self.cuts.items() if n > 0 and path.endswith(s) and method == "GET"), None)
             if cut is not None:
                 self.cuts[cut] -= 1
+            spoil = next((s for s, n in self.corrupts.items() if n > 0 and path.endswith(s) and method == "GET"), None)
+            if spoil is not None:
+                self.corrupts[spoil] -= 1
         if hold is not None:
             self.held.set()
             hold.wait(60)
@@ -101,6 +111,9 @@ class StoreProxy:
         if cut is not None:
             conn.sendall(out + response_body[: len(response_body) // 2])
             return False
+        if spoil is not None and response_body:
+            middle = len(response_body) // 2
+            response_body = response_body[:middle] + bytes([response_body[middle] ^ 0xFF]) + response_body[middle + 1:]
         conn.sendall(out + (b"" if method == "HEAD" else response_body))
         return False  # one request per connection keeps the bookkeeping simple
 

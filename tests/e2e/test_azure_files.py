@@ -25,7 +25,7 @@ import pytest
 from tests.e2e.test_hot_reload import Looper, served_version, states, versioned_body, wait_for
 from tests.modelzoo import save, versioned_model
 from tests.rawhttp import get, post_json
-from tests.remoteserved import infer_latest, reload, versions_in
+from tests.remoteserved import check_stopped_mid_download, infer_latest, reload, versions_in
 from tests.s3store import clean_env
 from tests.serverproc import ServerProcess
 from tests.storeproxy import StoreProxy
@@ -133,17 +133,38 @@ def test_a_download_cut_midway_is_retried_and_never_loaded_partly(
     assert versions_in(cache) == ["2", "3", "4"]
 
 
-def test_config_json_on_a_file_share_follows_the_poll(store: AzureFiles, tmp_path: Path) -> None:
+def test_a_corrupted_download_is_caught_by_its_checksum_and_fetched_again(
+        served: tuple[ServerProcess, Path], store: AzureFiles, proxy: StoreProxy) -> None:
+    server, cache = served
+    proxy.corrupt("/versioned/5/model.bin")
+    put_model(store, "versioned", 5, versioned_model(5))
+    assert reload(server.port).status == 201
+    assert infer_latest(server.port) == 5  # y = x + 5: the good copy, not the spoiled one
+    retried = [line for line in server.log().splitlines() if "azfs://models/versioned/5/model.bin: " in line]
+    assert retried and "MD5" in retried[0] and "retrying in 0.25 s" in retried[0], retried
+    assert versions_in(cache)[-1] == "5"  # complete (size and MD5 checked), renamed into place
+
+
+def test_config_json_on_a_file_share_through_http_proxy_follows_the_poll(
+        store: AzureFiles, proxy: StoreProxy, tmp_path: Path) -> None:
     put_model(store, "cfg/versioned", 1, versioned_model(1))
     config = {"model_config_list": [{"config": {"name": "versioned", "base_path": "versioned"}}]}
     store.put(SHARE, "cfg/config.json", json.dumps(config).encode())
-    env = clean_env(AZURE_STORAGE_CONNECTION_STRING=store.connection_string())
+    # Straight to the emulator's port, but through http_proxy: the proxy must see every request.
+    env = clean_env(AZURE_STORAGE_CONNECTION_STRING=store.connection_string(),
+                    http_proxy=f"http://127.0.0.1:{proxy.port}")
+    before = len(proxy.paths)
     with ServerProcess("--config_path", f"azfs://{SHARE}/cfg/config.json", "--file_system_poll_wait_seconds", "1",
                        "--remote_cache_dir", str(tmp_path), env=env) as server:
         assert infer_latest(server.port) == 1
         put_model(store, "cfg/versioned", 2, versioned_model(2))  # found by the poll, no reload asked
         assert wait_for(lambda: infer_latest(server.port) == 2, WAIT), server.log()
+        # The default policy serves the latest version only: version 1 leaves the cache too.
+        assert wait_for(lambda: versions_in(tmp_path) == ["2"], WAIT), versions_in(tmp_path)
         assert KEY not in server.log()
+    seen = proxy.paths[before:]
+    assert "/devstoreaccount1/models/cfg/config.json" in seen and "/devstoreaccount1/models/cfg/versioned/2/model.bin" \
+        in seen, seen
 
 
 @pytest.mark.parametrize(("case", "message"), [
@@ -170,3 +191,20 @@ def test_bad_credentials_or_share_stop_start_up(store: AzureFiles, tmp_path: Pat
     assert WRONG_KEY not in output and KEY not in output
     if case == "wrong key":  # the emulator checked the signature and refused it
         assert any(line.endswith("-> 403") for line in store.requests())
+
+
+def test_a_store_stopped_mid_download_keeps_the_served_versions(tmp_path: Path) -> None:
+    (tmp_path / "shares" / SHARE).mkdir(parents=True)
+    store = AzureFiles(tmp_path / "shares")
+    relay = StoreProxy(store.port)
+    try:
+        put_model(store, "m", 1, versioned_model(1))
+        env = clean_env(AZURE_STORAGE_CONNECTION_STRING=store.connection_string(relay.port))
+        with ServerProcess("--model_name", "versioned", "--model_path", f"azfs://{SHARE}/m",
+                           "--model_version_policy", '{"all": {}}', "--file_system_poll_wait_seconds", "0",
+                           "--remote_cache_dir", str(tmp_path / "cache"), env=env) as server:
+            check_stopped_mid_download(server, relay, store.stop, lambda: put_model(store, "m", 2, versioned_model(2)),
+                                       tmp_path / "cache", "azfs://models/m/2/model.bin")
+    finally:
+        relay.close()
+        store.stop()

@@ -117,6 +117,22 @@ def test_a_download_cut_midway_is_retried_and_never_loaded_partly(
     assert version_folders(cache) == {"models_versioned": ["2", "3", "4"]}
 
 
+def test_a_corrupted_download_fails_its_md5_and_is_fetched_again(
+        served: tuple[ServerProcess, Path], store: S3Server, proxy: StoreProxy) -> None:
+    server, cache = served
+    proxy.corrupt("/versioned/6/model.bin")
+    store.put_model(BUCKET, "versioned", 6, versioned_model(6))
+    assert reload(server.port).status == 201
+    assert infer_latest(server.port) == 6  # y = x + 6: the good copy, not the spoiled one
+    retried = [line for line in server.log().splitlines() if "s3://models/versioned/6/model.bin: " in line]
+    # botocore checks the CRC32 checksum S3 sends (newer releases), fastserve the MD5 ETag: either catches it.
+    assert retried and ("did not match calculated checksum" in retried[0] or "does not match its ETag (MD5)"
+                        in retried[0]) and "retrying in 0.25 s" in retried[0], retried
+    store.delete_prefix(BUCKET, "versioned/6/")  # the tests below expect versions 2-4
+    assert reload(server.port).status == 201
+    assert wait_for(lambda: get(server.port, "/v2/models/versioned").json()["versions"] == ["2", "3", "4"])
+
+
 def test_config_json_on_s3_with_relative_base_path_through_http_proxy(
         store: S3Server, proxy: StoreProxy, tmp_path: Path) -> None:
     store.put_model(BUCKET, "cfg/versioned", 1, versioned_model(1))

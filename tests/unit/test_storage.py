@@ -109,6 +109,21 @@ def test_azure_secrets_are_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
         "bad AccountKey=***; key *** in ?sv=1&sig=***")
 
 
+@pytest.mark.parametrize(("value", "endpoint"), [
+    ("minio.local:9000", "http://minio.local:9000"),  # OVMS: host:port is plain http
+    ("http://minio.local:9000", "http://minio.local:9000"),
+    ("https://s3.example.internal:8443", "https://s3.example.internal:8443"),
+])
+def test_s3_endpoint_forms(monkeypatch: pytest.MonkeyPatch, value: str, endpoint: str) -> None:
+    pytest.importorskip("botocore")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("S3_ENDPOINT", value)
+    client = s3.S3Store().client  # no request is made
+    assert client.meta.endpoint_url == endpoint
+    assert client.meta.config.s3["addressing_style"] == "path"
+
+
 def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(store, "available", lambda scheme: False)
     with pytest.raises(ConfigError, match=r"^--model_path: s3:// paths need the optional extra: "
