@@ -32,11 +32,13 @@ def versions_in(cache: Path) -> list[str]:
 
 
 def check_stopped_mid_download(server: ServerProcess, proxy: StoreProxy, stop_store: Callable[[], None],
-                               publish_version_2: Callable[[], None], cache: Path, what: str) -> None:
-    """Version 1 served; version 2's model.bin is held by the proxy while the store is stopped: the
-    reload fails (500) after the retries, version 1 keeps serving, and nothing partial is left."""
+                               publish_version_2: Callable[[], None], cache: Path, what: str,
+                               held: str = "/2/model.bin") -> None:
+    """Version 1 served; version 2's model.bin (the request path ending with `held`) is held by the
+    proxy while the store is stopped: the reload fails (500) after the retries, version 1 keeps
+    serving, and nothing partial is left. `what` is the object the error line names."""
     assert infer_latest(server.port) == 1
-    proxy.hold("/2/model.bin")
+    proxy.hold(held)
     publish_version_2()
     answer: list[Reply] = []
     pending = threading.Thread(target=lambda: answer.append(reload(server.port)))

@@ -18,7 +18,7 @@ import pytest
 from tests.e2e.test_hot_reload import Looper, served_version, states, versioned_body, wait_for
 from tests.modelzoo import versioned_model
 from tests.rawhttp import get, post_json
-from tests.remoteserved import infer_latest, reload, versions_in
+from tests.remoteserved import check_stopped_mid_download, infer_latest, reload, versions_in
 from tests.s3store import clean_env
 from tests.serverproc import ServerProcess
 from tests.storeproxy import StoreProxy
@@ -136,3 +136,21 @@ def test_bad_credentials_or_container_stop_start_up(store: Azurite, tmp_path: Pa
     assert result.returncode == 2, output
     assert message in output, output
     assert WRONG_KEY not in output and KEY not in output
+
+
+def test_a_store_stopped_mid_download_keeps_the_served_versions(tmp_path: Path) -> None:
+    store = Azurite()
+    relay = StoreProxy(store.port)
+    try:
+        store.service.create_container(CONTAINER)
+        store.put_model(CONTAINER, "m", 1, versioned_model(1))
+        env = clean_env(AZURE_STORAGE_CONNECTION_STRING=store.connection_string(relay.port))
+        with ServerProcess("--model_name", "versioned", "--model_path", f"az://{CONTAINER}/m",
+                           "--model_version_policy", '{"all": {}}', "--file_system_poll_wait_seconds", "0",
+                           "--remote_cache_dir", str(tmp_path), env=env) as server:
+            check_stopped_mid_download(server, relay, store.stop,
+                                       lambda: store.put_model(CONTAINER, "m", 2, versioned_model(2)), tmp_path,
+                                       "az://models/m/2/model.bin")
+    finally:
+        relay.close()
+        store.stop()

@@ -17,7 +17,7 @@ import pytest
 from tests.e2e.test_hot_reload import Looper, served_version, states, versioned_body, wait_for
 from tests.modelzoo import versioned_model
 from tests.rawhttp import get, post_json
-from tests.remoteserved import infer_latest, reload, versions_in
+from tests.remoteserved import check_stopped_mid_download, infer_latest, reload, versions_in
 from tests.s3store import clean_env
 from tests.serverproc import ServerProcess
 from tests.storeproxy import StoreProxy
@@ -126,3 +126,19 @@ def test_bad_credentials_or_bucket_stop_start_up(store: GCSServer, tmp_path: Pat
                             stdin=subprocess.DEVNULL)
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr, result.stderr
+
+
+def test_a_store_stopped_mid_download_keeps_the_served_versions(tmp_path: Path) -> None:
+    store = GCSServer(BUCKET)
+    relay = StoreProxy(store.port)
+    try:
+        store.put_model("m", 1, versioned_model(1))
+        env = clean_env(STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{relay.port}")
+        with ServerProcess("--model_name", "versioned", "--model_path", f"gs://{BUCKET}/m",
+                           "--model_version_policy", '{"all": {}}', "--file_system_poll_wait_seconds", "0",
+                           "--remote_cache_dir", str(tmp_path), env=env) as server:
+            check_stopped_mid_download(server, relay, store.stop, lambda: store.put_model("m", 2, versioned_model(2)),
+                                       tmp_path, "gs://models/m/2/model.bin", held="/m%2F2%2Fmodel.bin")
+    finally:
+        relay.close()
+        store.stop()
