@@ -81,6 +81,18 @@ class S3Server:
                             aws_access_key_id=getattr(self, "key_id", "x"),
                             aws_secret_access_key=getattr(self, "secret", "x"))
 
+    def temporary_credentials(self) -> tuple[str, str, str]:
+        """(key id, secret, session token) of a role assumed through STS: AWS_SESSION_TOKEN's case.
+        The store checks the token of such keys (a wrong one is InvalidToken)."""
+        trust = {"Version": "2012-10-17",
+                 "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}
+        everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        iam = self._client("iam")
+        role = iam.create_role(RoleName=f"reader-{time.monotonic_ns()}", AssumeRolePolicyDocument=json.dumps(trust))
+        iam.put_role_policy(RoleName=role["Role"]["RoleName"], PolicyName="all", PolicyDocument=json.dumps(everything))
+        got = self._client("sts").assume_role(RoleArn=role["Role"]["Arn"], RoleSessionName="fastserve")["Credentials"]
+        return got["AccessKeyId"], got["SecretAccessKey"], got["SessionToken"]
+
     def make_public(self, bucket: str) -> None:
         """Anyone may list and read the bucket, as a public model bucket (moto refuses unsigned reads otherwise)."""
         statement = {"Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject", "s3:ListBucket"],

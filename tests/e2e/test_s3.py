@@ -205,6 +205,12 @@ def test_access_key_from_the_environment(secure: S3Server, tmp_path: Path) -> No
                             AWS_SECRET_ACCESS_KEY=secure.secret, AWS_REGION=REGION), tmp_path)
 
 
+def test_temporary_credentials_with_a_session_token(secure: S3Server, tmp_path: Path) -> None:
+    key_id, secret, token = secure.temporary_credentials()
+    serve(secure, clean_env(S3_ENDPOINT=secure.endpoint, AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret,
+                            AWS_SESSION_TOKEN=token), tmp_path)
+
+
 def test_profile_from_a_credentials_file(secure: S3Server, tmp_path: Path) -> None:
     credentials = tmp_path / "credentials"
     credentials.write_text(f"[ci]\naws_access_key_id = {secure.key_id}\naws_secret_access_key = {secure.secret}\n")
@@ -216,17 +222,22 @@ def test_profile_from_a_credentials_file(secure: S3Server, tmp_path: Path) -> No
     ("wrong secret", "the request signature does not match (wrong AWS_SECRET_ACCESS_KEY)"),
     ("unknown key", "the access key is not known to the store (wrong AWS_ACCESS_KEY_ID)"),
     ("missing bucket", "--model_path: model versioned: the bucket does not exist"),
+    ("wrong session token", "the session token is not valid (AWS_SESSION_TOKEN)"),
 ])
 def test_bad_credentials_and_missing_bucket_stop_start_up(secure: S3Server, tmp_path: Path, case: str,
                                                           message: str) -> None:
-    key_id, secret, path = secure.key_id, secure.secret, "s3://secure/m"
-    if case == "wrong secret":
+    key_id, secret, path, token = secure.key_id, secure.secret, "s3://secure/m", ""
+    if case == "wrong session token":
+        key_id, secret, _ = secure.temporary_credentials()
+        token = "FQoGZXIvYXdzEWrongSessionToken0000"
+    elif case == "wrong secret":
         secret = "wrong-secret-value-1234"
     elif case == "unknown key":
         key_id, secret = "AKIAUNKNOWNKEY000000", "unknown-secret-value-5678"
     else:
         path = "s3://no-such-bucket/m"
-    env = clean_env(S3_ENDPOINT=secure.endpoint, AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret)
+    env = clean_env(S3_ENDPOINT=secure.endpoint, AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret,
+                    **({"AWS_SESSION_TOKEN": token} if token else {}))
     command = [sys.executable, "-m", "fastserve", "--rest_port", "0", "--rest_bind_address", "127.0.0.1",
                "--model_name", "versioned", "--model_path", path, "--remote_cache_dir", str(tmp_path)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=env,
@@ -234,5 +245,5 @@ def test_bad_credentials_and_missing_bucket_stop_start_up(secure: S3Server, tmp_
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert message in output, output
-    assert secret not in output and secure.secret not in output
+    assert secret not in output and secure.secret not in output and (not token or token not in output)
     assert not any(p.name.isdigit() for mirror in tmp_path.iterdir() for p in mirror.iterdir())
