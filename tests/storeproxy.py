@@ -8,7 +8,7 @@ whose path ends with a given suffix:
   match its checksum;
 - hold(): keep the request until release(): a store that answers slowly, or never (stop the store
   meanwhile and release: the upstream is gone, the client's connection is closed unanswered).
-Every request path is recorded. Threads are daemons; close() stops accepting.
+Every request path is recorded, and every Authorization header. Threads are daemons; close() stops accepting.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class StoreProxy:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.paths: list[str] = []
+        self.authorizations: list[str] = []
         self.cuts: dict[str, int] = {}  # suffix -> how many more responses to cut
         self.corrupts: dict[str, int] = {}  # suffix -> how many more responses to corrupt
         self.holds: dict[str, threading.Event] = {}
@@ -86,6 +87,8 @@ class StoreProxy:
         path = target.split("?", 1)[0]
         with self.lock:
             self.paths.append(path)
+            auth = [h.partition(":")[2].strip() for h in headers if h.lower().startswith("authorization:")]
+            self.authorizations += auth
             hold = next((e for s, e in self.holds.items() if path.endswith(s)), None)
             cut = next((s for s, n in self.cuts.items() if n > 0 and path.endswith(s) and method == "GET"), None)
             if cut is not None:
