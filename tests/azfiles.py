@@ -25,13 +25,14 @@ import hmac
 import os
 import subprocess
 import sys
-import time
 import uuid
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 from xml.sax.saxutils import escape, quoteattr
+
+from tests.childproc import terminate, wait_listening
 
 # Azure's documented development account (the one Azurite uses too): not a secret.
 ACCOUNT = "devstoreaccount1"
@@ -217,18 +218,11 @@ class AzureFiles:
                 [sys.executable, "-m", "tests.azfiles", "--port", str(self.port), "--root", str(root),
                  "--page-size", str(page_size)], cwd=Path(__file__).resolve().parent.parent, stdout=log,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + START_TIMEOUT
-        import socket
-
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"the Azure Files emulator did not start: {self.log.read_text()}") from None
-                time.sleep(0.05)
+        try:
+            wait_listening(self.proc, self.port, START_TIMEOUT, "the Azure Files emulator")
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(f"the Azure Files emulator did not start: {self.log.read_text()}") from None
 
     def connection_string(self, port: int | None = None, key: str = KEY) -> str:
         return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={key};"
@@ -245,13 +239,7 @@ class AzureFiles:
         return self.log.read_text().splitlines()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, 15)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
 
 def main() -> None:
