@@ -106,14 +106,20 @@ def test_a_download_cut_midway_is_retried_and_never_loaded_partly(
     assert versions_in(cache) == ["2", "3", "4"]
 
 
-def test_config_json_on_azure(store: Azurite, tmp_path: Path) -> None:
+def test_config_json_on_azure_through_http_proxy(store: Azurite, proxy: StoreProxy, tmp_path: Path) -> None:
     store.put_model(CONTAINER, "cfg/versioned", 1, versioned_model(1))
     config = {"model_config_list": [{"config": {"name": "versioned", "base_path": "versioned"}}]}
     store.put(CONTAINER, "cfg/config.json", json.dumps(config).encode())
-    env = clean_env(AZURE_STORAGE_CONNECTION_STRING=store.connection_string())
+    # Straight to Azurite's port, but through http_proxy: the proxy must see the requests.
+    env = clean_env(AZURE_STORAGE_CONNECTION_STRING=store.connection_string(),
+                    http_proxy=f"http://127.0.0.1:{proxy.port}")
+    before = len(proxy.paths)
     with ServerProcess("--config_path", f"az://{CONTAINER}/cfg/config.json", "--remote_cache_dir", str(tmp_path),
                        env=env) as server:
         assert infer_latest(server.port) == 1
+    seen = proxy.paths[before:]
+    assert "/devstoreaccount1/models/cfg/config.json" in seen and "/devstoreaccount1/models/cfg/versioned/1/model.bin" \
+        in seen, seen
 
 
 @pytest.mark.parametrize(("case", "message"), [

@@ -104,14 +104,19 @@ def test_a_download_cut_midway_is_retried_and_never_loaded_partly(
     assert versions_in(cache) == ["2", "3", "4"]
 
 
-def test_config_json_on_gcs(store: GCSServer, tmp_path: Path) -> None:
+def test_config_json_on_gcs_through_http_proxy(store: GCSServer, proxy: StoreProxy, tmp_path: Path) -> None:
     store.put_model("cfg/versioned", 1, versioned_model(1))
     config = {"model_config_list": [{"config": {"name": "versioned", "base_path": "versioned"}}]}
     store.put("cfg/config.json", json.dumps(config).encode())
-    env = clean_env(STORAGE_EMULATOR_HOST=store.url)
+    # Straight to the emulator's port, but through http_proxy: the proxy must see the requests.
+    env = clean_env(STORAGE_EMULATOR_HOST=store.url, http_proxy=f"http://127.0.0.1:{proxy.port}")
+    before = len(proxy.paths)
     with ServerProcess("--config_path", f"gs://{BUCKET}/cfg/config.json", "--remote_cache_dir", str(tmp_path),
                        env=env) as server:
         assert infer_latest(server.port) == 1
+    seen = proxy.paths[before:]
+    assert any(p.endswith("/cfg%2Fconfig.json") for p in seen) and any(
+        p.endswith("/cfg%2Fversioned%2F1%2Fmodel.bin") for p in seen), seen
 
 
 def test_a_service_account_key_file_in_google_application_credentials(store: GCSServer, tmp_path: Path) -> None:
