@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--precision", help='"<datatype sent>:<model datatype>", e.g. UINT8:FP32')
     models.add_argument("--cache_dir", help="OpenVINO model cache folder")
     models.add_argument("--remote_cache_dir",
-                        help="where s3://, gs://, az:// models are cached (default: fastserve-remote-<uid> in /tmp)")
+                        help="where s3/gs/az/azfs models are cached (default: fastserve-remote-<uid> in /tmp)")
     rest = p.add_argument_group("REST server")
     rest.add_argument("--rest_port", type=int, help=f"port (default {DEFAULT_REST_PORT}; 0 picks a free one)")
     rest.add_argument("--rest_bind_address", default="0.0.0.0", help="address(es) to bind, comma-separated")

@@ -8,17 +8,15 @@ checks the account key like Azure does (SharedKey signatures).
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import openvino as ov
 import pytest
 
+from tests.childproc import terminate, wait_listening
 from tests.modelzoo import save
 from tests.serverproc import free_port
 
@@ -53,17 +51,8 @@ class Azurite:
         self.proc = subprocess.Popen([str(azurite_blob()), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
                                       "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--silent"],
                                      stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("Azurite did not start") from None
-                time.sleep(0.05)
         try:  # a failure here must not leave Azurite running
+            wait_listening(self.proc, self.port, START_TIMEOUT, "Azurite")
             from azure.storage.blob import BlobServiceClient
 
             self.service = BlobServiceClient.from_connection_string(self.connection_string())
@@ -90,11 +79,5 @@ class Azurite:
             client.delete_blob(blob.name)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, 15)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.log.close()

@@ -6,17 +6,15 @@ credentials (the GCS tests of credentials are about what fastserve does before a
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import openvino as ov
 
+from tests.childproc import terminate, wait_listening
 from tests.modelzoo import save
 from tests.serverproc import free_port
 
@@ -32,17 +30,12 @@ class GCSServer:
         self.proc = subprocess.Popen([str(EMULATOR), "start", "--host", "127.0.0.1", "--port", str(self.port),
                                       "--in-memory", "--default-bucket", bucket], stdout=self.log,
                                      stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("the GCS emulator did not start") from None
-                time.sleep(0.05)
-        self.bucket = self.client().bucket(bucket)
+        try:  # a failure here must not leave the emulator running
+            wait_listening(self.proc, self.port, START_TIMEOUT, "the GCS emulator")
+            self.bucket = self.client().bucket(bucket)
+        except BaseException:
+            self.stop()
+            raise
 
     def client(self) -> Any:
         from google.auth.credentials import AnonymousCredentials
@@ -65,11 +58,5 @@ class GCSServer:
             self.bucket.blob(blob.name).delete()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, 15)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.log.close()

@@ -20,6 +20,7 @@ from typing import Any
 
 import openvino as ov
 
+from tests.childproc import terminate, wait_listening
 from tests.modelzoo import save
 from tests.serverproc import free_port
 
@@ -45,7 +46,7 @@ class S3Server:
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                                      env=env, stdout=self.log, stderr=subprocess.STDOUT)
         try:  # a failure here must not leave the server running
-            self._wait()
+            wait_listening(self.proc, self.port, START_TIMEOUT, "moto")
             self.key_id, self.secret = "testing-key", "testing-secret"
             if auth:
                 iam = self._client("iam")
@@ -60,26 +61,24 @@ class S3Server:
             self.stop()
             raise
 
-    def _wait(self) -> None:
-        import socket
-
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moto exited with {self.proc.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"moto did not listen within {START_TIMEOUT} s")
-
     def _client(self, service: str) -> Any:
         import boto3
 
         return boto3.client(service, endpoint_url=f"http://{self.endpoint}", region_name=REGION,
                             aws_access_key_id=getattr(self, "key_id", "x"),
                             aws_secret_access_key=getattr(self, "secret", "x"))
+
+    def temporary_credentials(self) -> tuple[str, str, str]:
+        """(key id, secret, session token) of a role assumed through STS: AWS_SESSION_TOKEN's case.
+        The store checks the token of such keys (a wrong one is InvalidToken)."""
+        trust = {"Version": "2012-10-17",
+                 "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}
+        everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        iam = self._client("iam")
+        role = iam.create_role(RoleName=f"reader-{time.monotonic_ns()}", AssumeRolePolicyDocument=json.dumps(trust))
+        iam.put_role_policy(RoleName=role["Role"]["RoleName"], PolicyName="all", PolicyDocument=json.dumps(everything))
+        got = self._client("sts").assume_role(RoleArn=role["Role"]["Arn"], RoleSessionName="fastserve")["Credentials"]
+        return got["AccessKeyId"], got["SecretAccessKey"], got["SessionToken"]
 
     def make_public(self, bucket: str) -> None:
         """Anyone may list and read the bucket, as a public model bucket (moto refuses unsigned reads otherwise)."""
@@ -101,13 +100,7 @@ class S3Server:
             self.s3.delete_object(Bucket=bucket, Key=item["Key"])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, 15)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.log.close()
 
 

@@ -4,9 +4,11 @@ It forwards each request on its own upstream connection (reverse proxy for S3_EN
 forward proxy for http_proxy when the request line has an absolute URL), and can, for requests
 whose path ends with a given suffix:
 - cut(): send the response head and half the body, then close: a network failure mid-download;
+- corrupt(): send the whole response with one byte of its body changed: content that does not
+  match its checksum;
 - hold(): keep the request until release(): a store that answers slowly, or never (stop the store
   meanwhile and release: the upstream is gone, the client's connection is closed unanswered).
-Every request path is recorded. Threads are daemons; close() stops accepting.
+Every request path is recorded, and every Authorization header. Threads are daemons; close() stops accepting.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ class StoreProxy:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.paths: list[str] = []
+        self.authorizations: list[str] = []
         self.cuts: dict[str, int] = {}  # suffix -> how many more responses to cut
+        self.corrupts: dict[str, int] = {}  # suffix -> how many more responses to corrupt
         self.holds: dict[str, threading.Event] = {}
         self.held = threading.Event()  # set when a request is being held
         self.lock = threading.Lock()
@@ -31,6 +35,10 @@ class StoreProxy:
     def cut(self, suffix: str, times: int = 1) -> None:
         with self.lock:
             self.cuts[suffix] = times
+
+    def corrupt(self, suffix: str, times: int = 1) -> None:
+        with self.lock:
+            self.corrupts[suffix] = times
 
     def hold(self, suffix: str) -> None:
         with self.lock:
@@ -79,10 +87,15 @@ class StoreProxy:
         path = target.split("?", 1)[0]
         with self.lock:
             self.paths.append(path)
+            auth = [h.partition(":")[2].strip() for h in headers if h.lower().startswith("authorization:")]
+            self.authorizations += auth
             hold = next((e for s, e in self.holds.items() if path.endswith(s)), None)
             cut = next((s for s, n in self.cuts.items() if n > 0 and path.endswith(s) and method == "GET"), None)
             if cut is not None:
                 self.cuts[cut] -= 1
+            spoil = next((s for s, n in self.corrupts.items() if n > 0 and path.endswith(s) and method == "GET"), None)
+            if spoil is not None:
+                self.corrupts[spoil] -= 1
         if hold is not None:
             self.held.set()
             hold.wait(60)
@@ -101,6 +114,9 @@ class StoreProxy:
         if cut is not None:
             conn.sendall(out + response_body[: len(response_body) // 2])
             return False
+        if spoil is not None and response_body:
+            middle = len(response_body) // 2
+            response_body = response_body[:middle] + bytes([response_body[middle] ^ 0xFF]) + response_body[middle + 1:]
         conn.sendall(out + (b"" if method == "HEAD" else response_body))
         return False  # one request per connection keeps the bookkeeping simple
 

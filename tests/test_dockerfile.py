@@ -108,11 +108,29 @@ def test_only_runtime_dependencies_are_installed(instructions: list[Instruction]
     runs = [i.args for i in final(instructions, "RUN")]
     installs = [r for r in runs if "pip install" in r]
     assert len(installs) == 1, runs
-    assert "--no-index" in installs[0] and re.search(r"pip install .*\bfastserve\s*$", installs[0]), installs[0]
+    assert "--no-index" in installs[0] and re.search(r"pip install .*\bfastserve(\[cloud\])?'?\s*$", installs[0]), (
+        installs[0])
     everything = " ".join(i.args for i in instructions)
     assert "[test]" not in everything and "pytest" not in everything and " -e " not in everything
     assert not re.search(r"apt-get install|build-essential|\bgcc\b", " ".join(runs))
     assert "PIP_NO_CACHE_DIR=1" in " ".join(i.args for i in final(instructions, "ENV"))
+
+
+def test_the_image_reads_every_cloud_store(instructions: list[Instruction]) -> None:
+    """OVMS's s3://, gs://, az:// and azfs:// deployments run in the container: the cloud extra is in
+    the wheels and installed, and it holds every store's client library."""
+    import tomllib
+
+    from fastserve.storage.store import LIBRARIES
+
+    builds = [i.args for i in instructions if i.stage == 0 and i.keyword == "RUN" and "pip wheel" in i.args]
+    assert len(builds) == 1 and "'.[cloud]'" in builds[0], builds
+    (install,) = [i.args for i in final(instructions, "RUN") if "pip install" in i.args]
+    assert "'fastserve[cloud]'" in install, install
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for scheme, (_, extra) in LIBRARIES.items():
+        assert set(extras[extra]) <= set(extras["cloud"]), (scheme, extra)
+    assert set(extras["cloud"]) == {req for name in ("s3", "gcs", "azure") for req in extras[name]}
 
 
 def test_expose_entrypoint_and_healthcheck(instructions: list[Instruction]) -> None:

@@ -1,4 +1,4 @@
-"""Remote model repositories (s3://, gs://, az://, as OVMS): listed remotely, mirrored into a local cache folder.
+"""Remote model repositories (s3://, gs://, az://, azfs://, as OVMS): listed remotely, mirrored locally.
 
 Rules: the rest of fastserve only ever sees local folders. A remote base_path is mirrored into
 its own cache folder (location.py) before the loader lists versions (mirror.py), so the version

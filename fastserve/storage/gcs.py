@@ -3,7 +3,7 @@
 Rules: credentials from GOOGLE_APPLICATION_CREDENTIALS (a service-account key file), else the
 application-default credentials (gcloud, GKE's metadata server), else anonymous (public buckets).
 STORAGE_EMULATOR_HOST points the client at an emulator (the library's own variable), without
-credentials. The library's own retries are off: retry.py retries every call and logs why.
+credentials unless a key file is given. The library's own retries are off: retry.py retries every call and logs why.
 Downloads are checked by the library against the object's MD5 and here against its size, and
 ask for the listed generation, so an object replaced meanwhile fails instead of mixing uploads.
 """
@@ -39,12 +39,12 @@ class GCSStore:
         project = os.environ.get("GOOGLE_CLOUD_PROJECT") or "fastserve"
         key_file = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
         try:
-            if os.environ.get("STORAGE_EMULATOR_HOST"):
-                self.client = storage.Client(project=project, credentials=AnonymousCredentials())
-                self.credentials = "emulator"
-            elif key_file:
+            if key_file:  # OVMS's variable first; with STORAGE_EMULATOR_HOST too (the library then sends it there)
                 self.client = storage.Client.from_service_account_json(key_file)
                 self.credentials = "GOOGLE_APPLICATION_CREDENTIALS"
+            elif os.environ.get("STORAGE_EMULATOR_HOST"):
+                self.client = storage.Client(project=project, credentials=AnonymousCredentials())
+                self.credentials = "emulator"
             else:
                 self.client, self.credentials = self._default(storage, project)
         except (OSError, ValueError) as exc:

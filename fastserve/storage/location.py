@@ -1,4 +1,4 @@
-"""Remote URLs (s3://bucket/path) and the local cache folders they are mirrored into.
+"""Remote URLs (s3://bucket/path, azfs://share/path) and the local cache folders they are mirrored into.
 
 Rules: pure string and path work, no network, no client library (the CLI parses paths before
 anything heavy is imported). The cache root is one per process, set by the CLI from
@@ -17,8 +17,8 @@ from pathlib import Path
 from fastserve.errors import ConfigError
 
 # Schemes fastserve reads (store.py has their client libraries), and OVMS's others.
-SCHEMES = ("s3", "gs", "az")
-KNOWN_ELSEWHERE = ("azfs", "azure")  # OVMS stores fastserve does not read yet
+SCHEMES = ("s3", "gs", "az", "azfs")
+KNOWN_ELSEWHERE = ("azure",)  # "azure://" appears in OVMS's source comments only: azfs:// is its file-share form
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 _cache_root: Path | None = None
@@ -60,15 +60,21 @@ def parse_url(text: str, where: str) -> RemoteURL:
     """s3://bucket/path, gs://bucket/path, or OVMS's s3://host:port/bucket/path; ConfigError naming `where`."""
     scheme = scheme_of(text)
     if scheme in KNOWN_ELSEWHERE:
-        raise ConfigError(f"{where}: {scheme}:// storage is not supported yet; use s3://, gs://, az:// or a local path")
+        raise ConfigError(f"{where}: {scheme}:// is not a storage URL; use azfs://share/path (Azure Files), "
+                          "az://container/path (Azure Blob Storage), s3://, gs:// or a local path")
     if scheme not in SCHEMES:
-        raise ConfigError(f"{where}: unknown storage {scheme}:// (s3://, gs:// or az://bucket/path, or a local path)")
+        raise ConfigError(f"{where}: unknown storage {scheme}:// (s3://, gs://, az://bucket/path or azfs://share/path, "
+                          "or a local path)")
     rest = text[len(scheme) + 3:]
     endpoint = ""
     first, _, tail = rest.partition("/")
     if scheme == "s3" and re.fullmatch(r"[0-9A-Za-z.-]+:\d{1,5}", first):  # s3://minio:9000/bucket/path, as OVMS
         endpoint, rest = first, tail
     bucket, _, key = rest.partition("/")
+    if scheme == "azfs":  # Azure share names: 3-63 lowercase letters, digits and single hyphens
+        if not re.fullmatch(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}", bucket):
+            raise ConfigError(f"{where}: {text!r}: {bucket!r} is not a share name (azfs://share/path)")
+        return RemoteURL(scheme, bucket, key.strip("/"))
     if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
         raise ConfigError(f"{where}: {text!r}: {bucket!r} is not a bucket name ({scheme}://bucket/path)")
     return RemoteURL(scheme, bucket, key.strip("/"), endpoint)

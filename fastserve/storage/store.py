@@ -19,14 +19,15 @@ from fastserve.storage.location import RemoteURL
 from fastserve.storage.retry import StorageError
 
 # scheme -> (the module that must be importable, the extra that installs it)
-LIBRARIES = {"s3": ("botocore", "s3"), "gs": ("google.cloud.storage", "gcs"), "az": ("azure.storage.blob", "azure")}
+LIBRARIES = {"s3": ("botocore", "s3"), "gs": ("google.cloud.storage", "gcs"), "az": ("azure.storage.blob", "azure"),
+             "azfs": ("azure.storage.fileshare", "azure")}
 
 
 @dataclass(frozen=True, slots=True)
 class RemoteObject:
     key: str  # relative to the listed folder
     size: int
-    etag: str  # what identifies this content (S3: ETag, an MD5 when not multipart; GCS: generation)
+    etag: str  # what identifies this content (S3: ETag, an MD5 when not multipart; GCS: generation; Azure: ETag)
     full: str  # the key in the bucket
     md5: str = ""  # hex MD5 of the content where the store gives it apart from etag (Azure's Content-MD5)
 
@@ -68,6 +69,10 @@ def store_for(url: RemoteURL) -> Store:
                 from fastserve.storage.azure import AzureStore
 
                 store = AzureStore()
+            elif url.scheme == "azfs":
+                from fastserve.storage.azurefiles import AzureFileStore
+
+                store = AzureFileStore()
             else:
                 from fastserve.storage.s3 import S3Store
 

@@ -18,7 +18,7 @@ import pytest
 from tests.e2e.test_hot_reload import Looper, served_version, states, versioned_body, wait_for
 from tests.modelzoo import versioned_model
 from tests.rawhttp import get, post_json
-from tests.remoteserved import infer_latest, reload, versions_in
+from tests.remoteserved import check_stopped_mid_download, infer_latest, reload, versions_in
 from tests.s3store import clean_env
 from tests.serverproc import ServerProcess
 from tests.storeproxy import StoreProxy
@@ -106,14 +106,20 @@ def test_a_download_cut_midway_is_retried_and_never_loaded_partly(
     assert versions_in(cache) == ["2", "3", "4"]
 
 
-def test_config_json_on_azure(store: Azurite, tmp_path: Path) -> None:
+def test_config_json_on_azure_through_http_proxy(store: Azurite, proxy: StoreProxy, tmp_path: Path) -> None:
     store.put_model(CONTAINER, "cfg/versioned", 1, versioned_model(1))
     config = {"model_config_list": [{"config": {"name": "versioned", "base_path": "versioned"}}]}
     store.put(CONTAINER, "cfg/config.json", json.dumps(config).encode())
-    env = clean_env(AZURE_STORAGE_CONNECTION_STRING=store.connection_string())
+    # Straight to Azurite's port, but through http_proxy: the proxy must see the requests.
+    env = clean_env(AZURE_STORAGE_CONNECTION_STRING=store.connection_string(),
+                    http_proxy=f"http://127.0.0.1:{proxy.port}")
+    before = len(proxy.paths)
     with ServerProcess("--config_path", f"az://{CONTAINER}/cfg/config.json", "--remote_cache_dir", str(tmp_path),
                        env=env) as server:
         assert infer_latest(server.port) == 1
+    seen = proxy.paths[before:]
+    assert "/devstoreaccount1/models/cfg/config.json" in seen and "/devstoreaccount1/models/cfg/versioned/1/model.bin" \
+        in seen, seen
 
 
 @pytest.mark.parametrize(("case", "message"), [
@@ -136,3 +142,21 @@ def test_bad_credentials_or_container_stop_start_up(store: Azurite, tmp_path: Pa
     assert result.returncode == 2, output
     assert message in output, output
     assert WRONG_KEY not in output and KEY not in output
+
+
+def test_a_store_stopped_mid_download_keeps_the_served_versions(tmp_path: Path) -> None:
+    store = Azurite()
+    relay = StoreProxy(store.port)
+    try:
+        store.service.create_container(CONTAINER)
+        store.put_model(CONTAINER, "m", 1, versioned_model(1))
+        env = clean_env(AZURE_STORAGE_CONNECTION_STRING=store.connection_string(relay.port))
+        with ServerProcess("--model_name", "versioned", "--model_path", f"az://{CONTAINER}/m",
+                           "--model_version_policy", '{"all": {}}', "--file_system_poll_wait_seconds", "0",
+                           "--remote_cache_dir", str(tmp_path), env=env) as server:
+            check_stopped_mid_download(server, relay, store.stop,
+                                       lambda: store.put_model(CONTAINER, "m", 2, versioned_model(2)), tmp_path,
+                                       "az://models/m/2/model.bin")
+    finally:
+        relay.close()
+        store.stop()

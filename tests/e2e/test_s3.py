@@ -117,6 +117,22 @@ def test_a_download_cut_midway_is_retried_and_never_loaded_partly(
     assert version_folders(cache) == {"models_versioned": ["2", "3", "4"]}
 
 
+def test_a_corrupted_download_fails_its_md5_and_is_fetched_again(
+        served: tuple[ServerProcess, Path], store: S3Server, proxy: StoreProxy) -> None:
+    server, cache = served
+    proxy.corrupt("/versioned/6/model.bin")
+    store.put_model(BUCKET, "versioned", 6, versioned_model(6))
+    assert reload(server.port).status == 201
+    assert infer_latest(server.port) == 6  # y = x + 6: the good copy, not the spoiled one
+    retried = [line for line in server.log().splitlines() if "s3://models/versioned/6/model.bin: " in line]
+    # botocore checks the CRC32 checksum S3 sends (newer releases), fastserve the MD5 ETag: either catches it.
+    assert retried and ("did not match calculated checksum" in retried[0] or "does not match its ETag (MD5)"
+                        in retried[0]) and "retrying in 0.25 s" in retried[0], retried
+    store.delete_prefix(BUCKET, "versioned/6/")  # the tests below expect versions 2-4
+    assert reload(server.port).status == 201
+    assert wait_for(lambda: get(server.port, "/v2/models/versioned").json()["versions"] == ["2", "3", "4"])
+
+
 def test_config_json_on_s3_with_relative_base_path_through_http_proxy(
         store: S3Server, proxy: StoreProxy, tmp_path: Path) -> None:
     store.put_model(BUCKET, "cfg/versioned", 1, versioned_model(1))
@@ -189,6 +205,12 @@ def test_access_key_from_the_environment(secure: S3Server, tmp_path: Path) -> No
                             AWS_SECRET_ACCESS_KEY=secure.secret, AWS_REGION=REGION), tmp_path)
 
 
+def test_temporary_credentials_with_a_session_token(secure: S3Server, tmp_path: Path) -> None:
+    key_id, secret, token = secure.temporary_credentials()
+    serve(secure, clean_env(S3_ENDPOINT=secure.endpoint, AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret,
+                            AWS_SESSION_TOKEN=token), tmp_path)
+
+
 def test_profile_from_a_credentials_file(secure: S3Server, tmp_path: Path) -> None:
     credentials = tmp_path / "credentials"
     credentials.write_text(f"[ci]\naws_access_key_id = {secure.key_id}\naws_secret_access_key = {secure.secret}\n")
@@ -200,17 +222,22 @@ def test_profile_from_a_credentials_file(secure: S3Server, tmp_path: Path) -> No
     ("wrong secret", "the request signature does not match (wrong AWS_SECRET_ACCESS_KEY)"),
     ("unknown key", "the access key is not known to the store (wrong AWS_ACCESS_KEY_ID)"),
     ("missing bucket", "--model_path: model versioned: the bucket does not exist"),
+    ("wrong session token", "the session token is not valid (AWS_SESSION_TOKEN)"),
 ])
 def test_bad_credentials_and_missing_bucket_stop_start_up(secure: S3Server, tmp_path: Path, case: str,
                                                           message: str) -> None:
-    key_id, secret, path = secure.key_id, secure.secret, "s3://secure/m"
-    if case == "wrong secret":
+    key_id, secret, path, token = secure.key_id, secure.secret, "s3://secure/m", ""
+    if case == "wrong session token":
+        key_id, secret, _ = secure.temporary_credentials()
+        token = "FQoGZXIvYXdzEWrongSessionToken0000"
+    elif case == "wrong secret":
         secret = "wrong-secret-value-1234"
     elif case == "unknown key":
         key_id, secret = "AKIAUNKNOWNKEY000000", "unknown-secret-value-5678"
     else:
         path = "s3://no-such-bucket/m"
-    env = clean_env(S3_ENDPOINT=secure.endpoint, AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret)
+    env = clean_env(S3_ENDPOINT=secure.endpoint, AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret,
+                    **({"AWS_SESSION_TOKEN": token} if token else {}))
     command = [sys.executable, "-m", "fastserve", "--rest_port", "0", "--rest_bind_address", "127.0.0.1",
                "--model_name", "versioned", "--model_path", path, "--remote_cache_dir", str(tmp_path)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=env,
@@ -218,5 +245,5 @@ def test_bad_credentials_and_missing_bucket_stop_start_up(secure: S3Server, tmp_
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert message in output, output
-    assert secret not in output and secure.secret not in output
+    assert secret not in output and secure.secret not in output and (not token or token not in output)
     assert not any(p.name.isdigit() for mirror in tmp_path.iterdir() for p in mirror.iterdir())

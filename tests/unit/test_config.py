@@ -204,8 +204,10 @@ def test_unknown_model_key(repo: Path, fields: dict, message: str, capsys: pytes
     ({"name": 7, "base_path": "models/m"}, "model_config_list[0].config.name: must be a non-empty string"),
     ({"name": "m", "base_path": ""}, "model_config_list[0].config.base_path: must be a non-empty string"),
     ({"name": "m", "base_path": ["models/m"]}, "model_config_list[0].config.base_path: must be a non-empty string"),
-    ({"name": "m", "base_path": "azfs://share/m"},
-     "model_config_list[0].config.base_path: azfs:// storage is not supported yet; use s3://, gs://, az:// or a "),
+    ({"name": "m", "base_path": "azure://share/m"},
+     "model_config_list[0].config.base_path: azure:// is not a storage URL; use azfs://share/path (Azure Files)"),
+    ({"name": "m", "base_path": "azfs://Share_1/m"},
+     "model_config_list[0].config.base_path: 'azfs://Share_1/m': 'Share_1' is not a share name (azfs://share/path)"),
     ({"name": "m", "base_path": "ftp://host/m"}, "model_config_list[0].config.base_path: unknown storage ftp://"),
     ({"name": "m", "base_path": "s3://B/m"}, "model_config_list[0].config.base_path: 's3://B/m': 'B' is not a bucket"),
 ])

@@ -11,7 +11,7 @@ import pytest
 
 from fastserve import config
 from fastserve.errors import ConfigError
-from fastserve.storage import location, s3, store
+from fastserve.storage import azurecommon, location, s3, store
 from fastserve.storage.location import RemoteURL, mirror_path, parse_url
 from fastserve.storage.retry import ATTEMPTS, StorageError, Transient, with_retries
 
@@ -22,6 +22,9 @@ from fastserve.storage.retry import ATTEMPTS, StorageError, Transient, with_retr
     ("s3://bucket", RemoteURL("s3", "bucket", "")),
     ("S3://bucket/m", RemoteURL("s3", "bucket", "m")),
     ("s3://minio.local:9000/bucket/m", RemoteURL("s3", "bucket", "m", "minio.local:9000")),  # OVMS's form
+    ("az://container/models/m", RemoteURL("az", "container", "models/m")),
+    ("azfs://share/models/m", RemoteURL("azfs", "share", "models/m")),  # Azure Files, OVMS's form
+    ("azfs://my-share-1", RemoteURL("azfs", "my-share-1", "")),
 ])
 def test_urls(text: str, expected: RemoteURL) -> None:
     assert parse_url(text, "--model_path") == expected
@@ -94,8 +97,38 @@ def test_secrets_are_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
         "Failed to connect to proxy URL: http://***@proxy:3128")
 
 
+@pytest.mark.parametrize("text", ["azfs://ab/m", "azfs://a--b/m", "azfs://-ab/m", "azfs://a.b/m"])
+def test_share_names_follow_azure_rules(text: str) -> None:
+    with pytest.raises(ConfigError, match="is not a share name"):
+        parse_url(text, "--model_path")
+
+
+def test_azure_secrets_are_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(azurecommon.VARIABLE, "AccountName=a;AccountKey=c2VjcmV0S2V5;EndpointSuffix=x")
+    assert azurecommon.scrub("bad AccountKey=c2VjcmV0S2V5; key c2VjcmV0S2V5 in ?sv=1&sig=abc%2F") == (
+        "bad AccountKey=***; key *** in ?sv=1&sig=***")
+
+
+@pytest.mark.parametrize(("value", "endpoint"), [
+    ("minio.local:9000", "http://minio.local:9000"),  # OVMS: host:port is plain http
+    ("http://minio.local:9000", "http://minio.local:9000"),
+    ("https://s3.example.internal:8443", "https://s3.example.internal:8443"),
+])
+def test_s3_endpoint_forms(monkeypatch: pytest.MonkeyPatch, value: str, endpoint: str) -> None:
+    pytest.importorskip("botocore")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("S3_ENDPOINT", value)
+    client = s3.S3Store().client  # no request is made
+    assert client.meta.endpoint_url == endpoint
+    assert client.meta.config.s3["addressing_style"] == "path"
+
+
 def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(store, "available", lambda scheme: False)
     with pytest.raises(ConfigError, match=r"^--model_path: s3:// paths need the optional extra: "
                                           r"pip install 'fastserve\[s3\]'$"):
         config.model_from_flags("m", "s3://bucket/m")
+    with pytest.raises(ConfigError, match=r"^--model_path: azfs:// paths need the optional extra: "
+                                          r"pip install 'fastserve\[azure\]'$"):
+        config.model_from_flags("m", "azfs://share/m")
