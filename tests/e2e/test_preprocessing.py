@@ -44,10 +44,7 @@ MODELS: dict[str, tuple[int, dict[str, Any]]] = {
     "full": (3, {"layout": "NHWC:NCHW", "mean": "[1,2,3]", "scale": "[2,4,8]", "color_format": "BGR:RGB",
                  "precision": "UINT8:FP32"}),
     "json_values": (3, {"layout": "NHWC:NCHW", "mean": [10, 20, 30], "scale": 2}),  # JSON numbers, not strings
-    # GRAY:RGB is a weighted sum that OpenVINO runs in bf16 by default on CPUs with avx512_bf16 or AMX
-    # (3 significant digits, as under OVMS there): f32 here, since the test checks the arithmetic.
-    "gray": (1, {"layout": "NHWC:NCHW", "color_format": "GRAY:RGB",
-                 "plugin_config": {"INFERENCE_PRECISION_HINT": "f32"}}),
+    "gray": (1, {"layout": "NHWC:NCHW", "color_format": "GRAY:RGB"}),
     "nchw_scalar": (3, {"mean": "0.5", "precision": "FP16:FP32"}),  # one value needs no layout
 }
 
