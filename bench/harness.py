@@ -34,12 +34,13 @@ class Server:
     """One server process: started with a log file, ready once its health URL answers 200."""
 
     def __init__(self, name: str, command: list[str], log_dir: Path, port: int | None = None,
-                 ready_path: str = "/v2/health/ready", env: dict[str, str] | None = None) -> None:
+                 ready_path: str = "/v2/health/ready", env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, **(env or {})}, cwd=cwd)
         self.pid = self.proc.pid
         self.port = port if port is not None else self._wait_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -40,18 +40,32 @@ def _ratio(top: str, *bottoms: str) -> Callable[[Figures], float | None]:
     return get
 
 
+def _p99_ratio(top: str, bottom: str) -> Callable[[Figures], float | None]:
+    def get(figures: Figures) -> float | None:
+        a, b = figures.get(top), figures.get(bottom)
+        if a is None or b is None or not float(b["p99_ms"]):
+            return None
+        return float(a["p99_ms"]) / float(b["p99_ms"])
+
+    return get
+
+
 # Limits measured before and after the windows compared with them (bench/run.py)
 BARE = ("health_c32/bare", "health_c32_after/bare")
 IN_PROCESS = ("resnet_inprocess/inprocess", "resnet_inprocess_after/inprocess")
 # (what, how it is computed, ">=" or "<=", threshold, unit)
 TARGETS: list[tuple[str, Callable[[Figures], float | None], str, float, str]] = [
-    ("health: fastserve / bare uvloop+httptools, 32 conns", _ratio("health_c32/fastserve", *BARE), ">=", 0.80, "x"),
+    ("health: fastserve / bare uvloop+httptools, 32 conns", _ratio("health_c32/fastserve", *BARE), ">=", 0.85, "x"),
+    *((f"add model, JSON, {c} conns: fastserve / lean prototype",
+       _ratio(f"add_json_c{c}/fastserve", f"add_json_c{c}/proto"), ">=", 1.25, "x") for c in (32, 64, 256)),
+    *((f"add model, JSON, {c} conns: fastserve p99 / lean prototype p99",
+       _p99_ratio(f"add_json_c{c}/fastserve", f"add_json_c{c}/proto"), "<=", 1.0, "x") for c in (32, 64, 256)),
     ("add model, JSON, 32 conns: fastserve req/s", _field("add_json_c32/fastserve", "rps"), ">=", 7500, "req/s"),
     ("add model, JSON, 32 conns: fastserve / KServe", _ratio("add_json_c32/fastserve", "add_json_c32/kserve"),
      ">=", 10.0, "x"),
-    ("add model, JSON, 32 conns: fastserve p99", _field("add_json_c32/fastserve", "p99_ms"), "<=", 10.0, "ms"),
+    ("add model, JSON, 32 conns: fastserve p99", _field("add_json_c32/fastserve", "p99_ms"), "<=", 3.0, "ms"),
     ("ResNet-50, binary body, 8 conns: fastserve / in-process limit",
-     _ratio("resnet_bin_c8/fastserve", *IN_PROCESS), ">=", 0.95, "x"),
+     _ratio("resnet_bin_c8/fastserve", *IN_PROCESS), ">=", 0.97, "x"),
     ("ResNet-50, JSON body, 8 conns: fastserve / in-process limit",
      _ratio("resnet_json_c8/fastserve", *IN_PROCESS), ">=", 0.85, "x"),
     ("dynamic batching, ResNet-50, 32 conns: batched / unbatched",
@@ -120,6 +134,22 @@ def scenario_table(reps: list[Figures]) -> list[str]:
     return lines
 
 
+def peer_table(reps: list[Figures], peer: str = "proto") -> list[str]:
+    """fastserve / the lean prototype in every scenario both served: req/s, p99 and CPU per request."""
+    lines = ["| scenario | req/s ratio | p99 fastserve / proto | CPU per request fastserve / proto |",
+             "|---|---|---|---|"]
+    for name in reps[0]:
+        key, server = name.split("/")
+        if server != peer or f"{key}/fastserve" not in reps[0]:
+            continue
+        ratios = {field: _median([float(f[f"{key}/fastserve"][field]) / float(f[name][field]) for f in reps
+                                  if name in f and f"{key}/fastserve" in f and float(f[name][field])])
+                  for field in ("rps", "p99_ms", "server_cpu_ms_per_req")}
+        lines.append(f"| {key} | {_fmt(ratios['rps'])} | {_fmt(ratios['p99_ms'])} | "
+                     f"{_fmt(ratios['server_cpu_ms_per_req'])} |")
+    return lines
+
+
 def raw_table(reps: list[Figures]) -> list[str]:
     lines = ["| rep | scenario/server | req/s | p50 ms | p99 ms | server CPU ms/req | errors |", "|---" * 7 + "|"]
     for index, figures in enumerate(reps):
@@ -162,6 +192,10 @@ def write_report(path: Path, meta: dict[str, Any], reps: list[Figures], pictures
         lines += ["## Pictures", "", *(f"![{PICTURES.get(p, p)}]({p})" for p in pictures), "",
                   "Scenarios `add_pa_*` are Triton's perf_analyzer on the same add model (binary tensors over HTTP, "
                   "or gRPC); `add_json_*` are wrk with a JSON body.", ""]
+    if any(name.endswith("/proto") for name in reps[0]):
+        lines += ["## fastserve / the lean prototype (`../shared/peers/proto_ov_server.py`), per scenario", "",
+                  "Ratios within each repetition, then the median; above 1 is better for req/s, below 1 for "
+                  "p99 and CPU.", "", *peer_table(reps), ""]
     lines += ["## Every scenario (medians)", "",
               *scenario_table(reps), "", "## Per repetition", "", *raw_table(reps), ""]
     if meta.get("server_notes"):

@@ -35,6 +35,7 @@ from bench.plots import write_plots  # noqa: E402
 from bench.report import write_report  # noqa: E402
 
 KSERVE_VENV = BENCH / ".venv-kserve"
+PEERS = BENCH.parent.parent / "shared" / "peers"  # the measuring sticks, never copied here
 # Batching settings (config.json keys) for the two batched models; batching_probe may give its own.
 RESNET_BATCHING = {"max_batch_size": 8, "max_queue_delay_microseconds": 2000}
 FRIENDLY_BATCHING = {"max_batch_size": 32, "max_queue_delay_microseconds": 1000}
@@ -79,12 +80,13 @@ def scenarios(binary_length: dict[str, int], friendly: bool) -> list[Scenario]:
         Scenario("health_c32", "bare", "/v2/health/live", connections=32, quick=True),
         Scenario("health_c32", "fastserve", "/v2/health/live", connections=32, quick=True),
         Scenario("health_c32_after", "bare", "/v2/health/live", connections=32, quick=True),
+        Scenario("health_c32", "proto", "/v2/health/live", connections=32, quick=True),
         Scenario("health_c32", "kserve", "/v2/health/live", connections=32),
     ]
-    for conns in (1, 8, 32, 64):
-        for server in ("fastserve", "kserve"):
+    for conns in (1, 8, 32, 64, 256):
+        for server in ("fastserve", "proto", "kserve"):
             out.append(Scenario(f"add_json_c{conns}", server, "/v2/models/add/infer", "add.json", JSON_HEADERS,
-                                conns, quick=conns == 32))
+                                conns, quick=conns == 32 and server != "kserve"))
     # Triton's perf_analyzer (binary tensors over HTTP, or gRPC) on the same model: fastserve only, as
     # the other servers here have no model configuration extension, which perf_analyzer asks for first.
     for protocol in ("http", "grpc"):
@@ -96,6 +98,8 @@ def scenarios(binary_length: dict[str, int], friendly: bool) -> list[Scenario]:
         Scenario("resnet_inprocess", "inprocess", model="resnet50", quick=True, min_seconds=slow),
         Scenario("resnet_bin_c8", "fastserve", resnet, "resnet.bin", binary("resnet"), 8, True, slow),
         Scenario("resnet_json_c8", "fastserve", resnet, "resnet.json", JSON_HEADERS, 8, True, slow),
+        Scenario("resnet_bin_c8", "proto", resnet, "resnet.bin", binary("resnet"), 8, False, slow),
+        Scenario("resnet_json_c8", "proto", resnet, "resnet.json", JSON_HEADERS, 8, False, slow),
         Scenario("resnet_inprocess_after", "inprocess", model="resnet50", quick=True, min_seconds=slow),
         Scenario("resnet_bin_c8", "kserve", resnet, "resnet.bin", binary("resnet"), 8, False, slow),
         Scenario("resnet_json_c8", "kserve", resnet, "resnet.json", JSON_HEADERS, 8, False, slow),
@@ -186,6 +190,9 @@ def start_servers(work: Path, config: Path, kserve_python: Path | None) -> dict[
             "--port", str(grpc_port), "--grpc_bind_address", "127.0.0.1",
         ], logs)
         servers["fastserve"].grpc_port = grpc_port
+        proto = start_proto(config.parent, logs)
+        if proto is not None:
+            servers["proto"] = proto
         if kserve_python is not None:
             port = free_port()
             repo = config.parent
@@ -198,6 +205,17 @@ def start_servers(work: Path, config: Path, kserve_python: Path | None) -> dict[
             server.stop()
         raise
     return servers
+
+
+def start_proto(repo: Path, logs: Path) -> Server | None:
+    """The lean prototype (../shared/peers/proto_ov_server.py), run from its folder, on the same IR files."""
+    script = PEERS / "proto_ov_server.py"
+    if not script.exists():
+        print(f"the lean prototype is not at {script}: its scenarios are skipped", flush=True)
+        return None
+    port = free_port()
+    return Server("proto", [sys.executable, str(script), "--models", str(repo), "--port", str(port)], logs,
+                  port=port, cwd=PEERS)
 
 
 # Measuring
@@ -258,6 +276,7 @@ def run(args: argparse.Namespace) -> int:
     PERF_ANALYZER = None if args.no_perf_analyzer else find_perf_analyzer()
     plan = [s for s in scenarios(lengths, friendly)
             if (s.quick or not args.quick) and (s.server != "kserve" or kserve_python is not None)
+            and (s.server != "proto" or (PEERS / "proto_ov_server.py").exists())
             and (s.tool == "wrk" or PERF_ANALYZER is not None)]
     if args.only:
         plan = [s for s in plan if any(word in f"{s.key}/{s.server}" for word in args.only.split(","))]
