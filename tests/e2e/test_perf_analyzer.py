@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from bench import perf_analyzer
+from tests.rawhttp import get
 from tests.serverproc import ServerProcess
 from tests.tritonrepo import RANGED_MAX, write_triton_repository
 
@@ -127,3 +128,17 @@ def test_the_grpcio_transport_too(tool: perf_analyzer.PerfAnalyzer, grpcio_serve
                                   args: tuple[str, ...]) -> None:
     figures = measured(run(tool, grpcio_server, "grpc", "-m", model, *args))
     assert figures["successes"] >= 50 and figures["inferences"] == (4 if args else 1) * figures["successes"]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_chosen_version(tool: perf_analyzer.PerfAnalyzer, triton_server: ServerProcess, protocol: str) -> None:
+    # -x 2: the version's config and statistics URLs (or RPC fields); its own counts come back
+    def counts() -> list[int]:
+        stats = get(triton_server.port, "/v2/models/versioned/stats").json()["model_stats"]
+        return [s["inference_count"] for s in stats]  # versions 1 and 2
+
+    before = counts()
+    figures = measured(run(tool, triton_server, protocol, "-m", "versioned", "-x", "2", "--shape", "x:1,4"))
+    after = counts()
+    assert figures["inferences"] == figures["successes"] >= 50
+    assert after[0] == before[0] and after[1] - before[1] >= figures["successes"]  # version 2 only
