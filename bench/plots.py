@@ -1,5 +1,6 @@
 """The pictures of a benchmark run, next to its report: throughput against connections, and p50/p99
-latency against throughput, for each server and scenario family.
+latency against throughput, for each server and scenario family: one panel per model in each, every
+family drawn (one measured at a single connection count is a single point).
 
 Rules: reads the figures run.py keeps (per repetition, keyed "<family>_c<connections>/<server>"),
 takes the median over repetitions, as the report's tables do, and writes PNG files with matplotlib's
@@ -35,6 +36,26 @@ def series(reps: list[dict[str, dict[str, Any]]]) -> Series:
     return {k: sorted(v) for k, v in found.items()}
 
 
+def _panels(plt: Any, groups: list[str]) -> tuple[Any, list[Any]]:
+    """A figure with one panel per model group, two panels a row; unused panels hidden."""
+    cols = min(2, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[len(groups):]:
+        ax.axis("off")
+    return fig, flat[: len(groups)]
+
+
+def _finish(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6)
+    ax.tick_params(labelsize=7)
+
+
 def write_plots(folder: Path, reps: list[dict[str, dict[str, Any]]]) -> list[str]:
     """Write the pictures into `folder`; their file names, for the report to embed (none without matplotlib)."""
     try:
@@ -46,54 +67,44 @@ def write_plots(folder: Path, reps: list[dict[str, dict[str, Any]]]) -> list[str
     except ImportError:
         return []
     data = series(reps)
-    written = []
-    curves = {k: v for k, v in data.items() if len(v) > 1}
-    if curves:
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for (family, server), points in sorted(curves.items()):
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{family} / {server}")
+    if not data:
+        return []
+    # One panel per model (the family's first word: add, health, resnet, friendly), a line per scenario
+    # family and server in it; a scenario measured at one connection count is a single point.
+    groups = sorted({family.split("_")[0] for family, _ in data})
+    fig, axes = _panels(plt, groups)
+    for ax, group in zip(axes, groups, strict=True):
+        conns = set()
+        for (family, server), points in sorted(data.items()):
+            if family.split("_")[0] == group:
+                conns.update(p[0] for p in points)
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{family} / {server}")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("connections (concurrent requests)")
-        ax.set_ylabel("requests per second")
-        ax.set_title("Throughput against concurrency (median of repetitions)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(folder / THROUGHPUT, dpi=110)
-        plt.close(fig)
-        written.append(THROUGHPUT)
-    if data:
-        # One panel per model (the family's first word: add, health, resnet, friendly), a line per
-        # scenario family and server in it.
-        groups = sorted({family.split("_")[0] for family, _ in data})
-        cols = min(2, len(groups))
-        rows = -(-len(groups) // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
-        for ax, group in zip(axes.flat, groups, strict=False):
-            for (family, server), points in sorted(data.items()):
-                if family.split("_")[0] != group:
-                    continue
-                rps = [p[1] for p in points]
-                line = ax.plot(rps, [p[2] for p in points], marker="o", label=f"{family} / {server} p50")[0]
-                ax.plot(rps, [p[3] for p in points], marker="x", linestyle="--", color=line.get_color(),
-                        label=f"{family} / {server} p99")
-                for conns, x, _, y in points:
-                    ax.annotate(f"c{conns}", (x, y), fontsize=6, textcoords="offset points", xytext=(2, 2))
-            ax.set_title(group, fontsize=10)
-            ax.set_xlabel("requests per second", fontsize=8)
-            ax.set_ylabel("latency ms (log scale)", fontsize=8)
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=6)
-            ax.tick_params(labelsize=7)
-        for ax in list(axes.flat)[len(groups):]:
-            ax.axis("off")
-        fig.suptitle("p50 (solid, o) and p99 (dashed, x) latency against throughput; points labelled by connections",
-                     fontsize=10)
-        fig.tight_layout()
-        fig.savefig(folder / LATENCY, dpi=110)
-        plt.close(fig)
-        written.append(LATENCY)
-    return written
+        ax.set_xticks(sorted(conns), [str(c) for c in sorted(conns)])
+        ax.set_ylim(bottom=0)
+        _finish(ax, group, "connections (concurrent requests)", "requests per second")
+    fig.suptitle("Throughput against concurrency (median of repetitions)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(folder / THROUGHPUT, dpi=110)
+    plt.close(fig)
+    fig, axes = _panels(plt, groups)
+    for ax, group in zip(axes, groups, strict=True):
+        for (family, server), points in sorted(data.items()):
+            if family.split("_")[0] != group:
+                continue
+            rps = [p[1] for p in points]
+            line = ax.plot(rps, [p[2] for p in points], marker="o", label=f"{family} / {server} p50")[0]
+            ax.plot(rps, [p[3] for p in points], marker="x", linestyle="--", color=line.get_color(),
+                    label=f"{family} / {server} p99")
+            for conns, x, _, y in points:
+                ax.annotate(f"c{conns}", (x, y), fontsize=6, textcoords="offset points", xytext=(2, 2))
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        _finish(ax, group, "requests per second", "latency ms (log scale)")
+    fig.suptitle("p50 (solid, o) and p99 (dashed, x) latency against throughput; points labelled by connections",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(folder / LATENCY, dpi=110)
+    plt.close(fig)
+    return [THROUGHPUT, LATENCY]

@@ -1,6 +1,7 @@
 """Every call of KServe's Python SDK clients against a running fastserve, in a child process.
 
-Run as `python -m tests.kserve_client <rest host:port> <grpc host:port>`; prints one JSON object,
+Run as `python -m tests.kserve_client <rest host:port> <grpc host:port>` (or `--health <rest host:port>`
+for the health calls alone); prints one JSON object,
 what each call returned (or the exception it raised), for tests/e2e/test_kserve_client.py to
 check. A child process because kserve registers its own `inference.*` protobuf messages in
 protobuf's default pool, as tritonclient does: both in the test process would collide.
@@ -78,9 +79,22 @@ async def grpc(target: str) -> dict[str, Any]:
     return found
 
 
+async def health(base: str) -> dict[str, Any]:
+    """Only the REST health calls: for a server whose first load is still running."""
+    client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=30))
+    try:
+        return {"is_server_live": await outcome(client.is_server_live(base)),
+                "is_server_ready": await outcome(client.is_server_ready(base))}
+    finally:
+        await client.close()
+
+
 async def main(rest_host: str, grpc_host: str) -> None:
     print(json.dumps({"rest": await rest(f"http://{rest_host}"), "grpc": await grpc(grpc_host)}))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    if sys.argv[1] == "--health":
+        print(json.dumps(asyncio.run(health(f"http://{sys.argv[2]}"))))
+    else:
+        asyncio.run(main(sys.argv[1], sys.argv[2]))

@@ -5,6 +5,7 @@ Each model is there for one max_batch_size rule of fastserve/triton/config.py:
 - ``dynamic``: dynamic_model, [-1,-1], no batching: max_batch_size 0, dims [-1,-1];
 - ``batched``: dynamic_model with max_batch_size 8 (its dims past the batch are dynamic, so the
   load-time probe never turns batching off): max_batch_size 8, dims [-1], dynamic_batching;
+- ``ranged``: the same with shape "(1:4,-1)": batched, but dim 0 stops at 4, so max_batch_size 4;
 - ``auto``: versioned_model(1), [-1,4], with OVMS's batch_size "auto": max_batch_size 4 (Triton's
   default for an unbounded batch), dims [4];
 - ``versioned``: versions 1 and 2 of versioned_model, all served;
@@ -20,6 +21,7 @@ from tests.modelzoo import add_model, dynamic_model, save, versioned_model
 
 BATCHED_MAX = 8
 BATCHED_DELAY_US = 500
+RANGED_MAX = 4
 
 
 def write_triton_repository(root: Path) -> Path:
@@ -31,6 +33,8 @@ def write_triton_repository(root: Path) -> Path:
         {"name": "add", "base_path": "add"},
         {"name": "dynamic", "base_path": "dynamic"},
         {"name": "batched", "base_path": "dynamic", "max_batch_size": BATCHED_MAX,
+         "max_queue_delay_microseconds": BATCHED_DELAY_US},
+        {"name": "ranged", "base_path": "dynamic", "shape": f"(1:{RANGED_MAX},-1)", "max_batch_size": BATCHED_MAX,
          "max_queue_delay_microseconds": BATCHED_DELAY_US},
         {"name": "auto", "base_path": "versioned", "batch_size": "auto",
          "model_version_policy": {"specific": {"versions": [1]}}},

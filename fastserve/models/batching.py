@@ -67,14 +67,15 @@ def enable_batching(servable: Servable, settings: ModelSettings) -> Batcher | No
 
 def triton_max_batch_size(servable: Servable, settings: ModelSettings) -> int:
     """max_batch_size as Triton's model configuration reports it (fastserve/triton/config.py): what
-    fastserve batches up to, or dim 0 made dynamic by OVMS's batch_size "auto"; else 0."""
+    fastserve batches up to, or dim 0 made dynamic by OVMS's batch_size "auto"; else 0. Never above
+    the upper bound of a ranged dim 0 (e.g. shape "(1:4,-1)"): perf_analyzer sends -b rows up to it."""
+    bounded = [spec.dims[0][1] for spec in servable.inputs.values() if spec.dims and spec.dims[0][1] > 0]
     batcher = getattr(servable.infer, "__self__", None)
     if isinstance(batcher, Batcher):
-        return settings.max_batch_size
+        return min([settings.max_batch_size, *bounded])
     specs = [*servable.inputs.values(), *servable.outputs.values()]
     if settings.batch_size != "auto" or not all(s.dims and s.dims[0][0] != s.dims[0][1] for s in specs):
         return 0  # Triton's max_batch_size > 0 promises dim 0 is the batch on every input and output
-    bounded = [spec.dims[0][1] for spec in servable.inputs.values() if spec.dims and spec.dims[0][1] > 0]
     return min(bounded) if bounded else DEFAULT_MAX_BATCH_SIZE
 
 

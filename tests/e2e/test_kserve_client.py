@@ -8,11 +8,15 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.modelzoo import save, slow_compile_model
+from tests.rawhttp import get
 from tests.serverproc import ServerProcess
+from tests.slowwork import slow_compile_ops
 
 # Looked up, not imported: kserve's protobuf messages must stay out of this process (tritonclient's are here).
 if importlib.util.find_spec("kserve") is None:
@@ -38,6 +42,25 @@ def test_rest_health_calls_read_the_json_bodies(calls: dict[str, Any]) -> None:
     # is_model_ready reads only the status (2xx: True)
     assert rest["is_model_ready"] == {"value": True}
     assert rest["is_model_ready_unknown"] == {"value": False}
+
+
+def test_rest_health_while_the_first_load_runs(tmp_path: Path) -> None:
+    # A model sized to compile for 20 s here: the calls below take a few seconds at most.
+    save(slow_compile_model([1, 8], slow_compile_ops(20.0, (1, 8))), tmp_path / "slow")
+    server = ServerProcess("--model_name", "slow", "--model_path", str(tmp_path / "slow"), wait_ready=False)
+    try:
+        assert get(server.port, "/v2/health/ready").status == 503
+        done = subprocess.run([sys.executable, "-m", "tests.kserve_client", "--health", server.host],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        found = json.loads(done.stdout)
+        assert get(server.port, "/v2/health/ready").status == 503  # still loading after the calls
+    finally:
+        server.stop()
+    assert found["is_server_live"] == {"value": True}  # live while loading, with its {"live": true} body
+    # 503 with {"ready": false}: the client raises on the status, as against KServe's own server
+    assert found["is_server_ready"]["error"] == "HTTPStatusError"
+    assert "503" in found["is_server_ready"]["message"]
 
 
 def test_rest_infer_json_and_binary(calls: dict[str, Any]) -> None:

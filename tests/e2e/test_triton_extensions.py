@@ -22,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.rawhttp import Conn, build, get
 from tests.serverproc import ServerProcess
-from tests.tritonrepo import BATCHED_DELAY_US, BATCHED_MAX
+from tests.tritonrepo import BATCHED_DELAY_US, BATCHED_MAX, RANGED_MAX
 
 ADD_BODY = json.dumps({"inputs": [
     {"name": "a", "shape": [1, 10], "datatype": "FP32", "data": list(range(10))},
@@ -96,6 +96,7 @@ def test_static_model_config_field_by_field(triton_server: ServerProcess) -> Non
 @pytest.mark.parametrize(("model", "max_batch", "dims"), [
     ("dynamic", 0, [-1, -1]),  # dynamic, not batched by fastserve: the whole shape, -1 where dynamic
     ("batched", BATCHED_MAX, [-1]),  # fastserve batches it: max_batch_size, dims without the batch
+    ("ranged", RANGED_MAX, [-1]),  # batched up to 8, but dim 0 is 1:4: no more rows than the model takes
     ("auto", 4, [4]),  # OVMS's batch_size "auto", unbounded: Triton's default-max-batch-size
     ("versioned", 0, [-1, 4]),
 ])  # fmt: skip
@@ -104,7 +105,7 @@ def test_max_batch_size_and_dims(triton_server: ServerProcess, model: str, max_b
     assert config["max_batch_size"] == max_batch
     assert [t["dims"] for t in config["input"] + config["output"]] == [dims, dims]
     assert [t["data_type"] for t in config["input"] + config["output"]] == ["TYPE_FP32", "TYPE_FP32"]
-    assert ("dynamic_batching" in config) == (model == "batched")
+    assert ("dynamic_batching" in config) == (model in ("batched", "ranged"))
 
 
 def test_dynamic_batching_block(triton_server: ServerProcess) -> None:
@@ -122,6 +123,7 @@ def test_versions_and_policies(triton_server: ServerProcess) -> None:
 
 def test_pipeline_config(triton_server: ServerProcess) -> None:
     config = doc(triton_server, "/v2/models/add_twice/config")
+    assert doc(triton_server, "/v2/models/add_twice/versions/1/config") == config  # the version form too
     assert (config["name"], config["platform"], config["backend"], config["max_batch_size"]) == (
         "add_twice", "openvino", "openvino", 0)
     assert config["input"] == [tensor("a", "TYPE_FP32", [1, 10]), tensor("b", "TYPE_FP32", [1, 10])]
@@ -135,6 +137,7 @@ def test_pipeline_config(triton_server: ServerProcess) -> None:
     ("/v2/models/nope/stats", 404, "Model with requested name is not found"),
     ("/v2/models/versioned/versions/9/stats", 404, "Model with requested version is not found"),
     ("/v2/models/versioned/versions/x/config", 400, "Invalid request URL: model version 'x' is not a number"),
+    ("/v2/models/versioned/versions/x/stats", 400, "Invalid request URL: model version 'x' is not a number"),
 ])  # fmt: skip
 def test_errors(triton_server: ServerProcess, path: str, status: int, message: str) -> None:
     reply = get(triton_server.port, path)
@@ -163,8 +166,8 @@ def test_stats_document_shape(triton_server: ServerProcess) -> None:
 
 def test_every_model_version_and_pipeline_is_listed(triton_server: ServerProcess) -> None:
     listed = [(s["name"], s["version"]) for s in doc(triton_server, "/v2/models/stats")["model_stats"]]
-    assert listed == [("add", "1"), ("auto", "1"), ("batched", "1"), ("dynamic", "1"), ("versioned", "1"),
-                      ("versioned", "2"), ("add_twice", "1")]
+    assert listed == [("add", "1"), ("auto", "1"), ("batched", "1"), ("dynamic", "1"), ("ranged", "1"),
+                      ("versioned", "1"), ("versioned", "2"), ("add_twice", "1")]
     every_version = doc(triton_server, "/v2/models/versioned/stats")["model_stats"]
     assert [s["version"] for s in every_version] == ["1", "2"]  # Triton: no version in the URL, all of them
 
@@ -230,6 +233,7 @@ def test_batched_model_counts_rows_and_executions(triton_server: ServerProcess) 
 
 def test_pipeline_and_its_nodes_are_counted(triton_server: ServerProcess) -> None:
     pipeline_before, add_before = one_stat(triton_server, "add_twice"), one_stat(triton_server, "add")
+    assert [s["name"] for s in doc(triton_server, "/v2/models/add_twice/stats")["model_stats"]] == ["add_twice"]
     for _ in range(2):
         assert post(triton_server, "/v2/models/add_twice/infer", ADD_BODY) == 200
     pipeline_after, add_after = one_stat(triton_server, "add_twice"), one_stat(triton_server, "add")

@@ -1,12 +1,18 @@
-"""bench/plots.py on made-up figures: the series it reads and the PNG files it writes."""
+"""bench/plots.py on made-up figures: the series it reads, the PNG files it writes, and bench/run.py
+putting them beside the report it writes and embedding them."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bench.plots import LATENCY, THROUGHPUT, series, write_plots
+
+RUN_PY = Path(__file__).resolve().parents[2] / "bench" / "run.py"
 
 
 def figure(rps: float, p50: float, p99: float) -> dict[str, float]:
@@ -35,3 +41,24 @@ def test_pictures_are_png_files(tmp_path: Path) -> None:
     assert write_plots(tmp_path, REPS) == [THROUGHPUT, LATENCY]
     for name in (THROUGHPUT, LATENCY):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_py_writes_the_pictures_next_to_the_report_and_embeds_them(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    extra = {"server_cpu_ms_per_req": 0.1, "errors": 0, "requests": 700, "seconds": 7.0, "server_cores": 0.5,
+             "loadgen_cpu_s": 1.0, "tool": "wrk"}
+    reps = [{name: {**f, **extra} for name, f in REPS[0].items() if "p50_ms" in f and "_after" not in name}]
+    meta = {"mode": "full", "reps": 1, "duration_s": 7, "loadgen": "wrk", "elapsed_s": 60, "friendly": False,
+            "kserve": False, "date": "2026-12-07 12:00", "load_before": [0.1] * 3, "load_after": [0.2] * 3,
+            "resnet_json_bytes": 100, "server_notes": []}
+    results = tmp_path / "out" / "results.json"
+    results.parent.mkdir()
+    results.write_text(json.dumps({"meta": meta, "reps": reps}))
+    report = tmp_path / "RESULTS.md"
+    done = subprocess.run([sys.executable, str(RUN_PY), "--replot", str(results), "--out", str(report)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = report.read_text()
+    for name in (THROUGHPUT, LATENCY):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # beside the report, not the figures
+        assert f"]({name})" in text  # embedded by its relative name
