@@ -78,7 +78,7 @@ def use_prometheus(observer: Observer, recorder: PromRecorder) -> None:
 
     def succeeded(trace: Trace, started: float, response: Response) -> Response:
         total_us = (time.perf_counter() - started) * 1e6
-        servable = trace.servable
+        servable = trace.target
         recorder.succeeded(servable.name, servable.version_text, total_us, trace.wait_us, trace.infer_us)
         return response
 
@@ -121,18 +121,16 @@ def observer_overhead_ns(iterations: int = 50_000, repeats: int = 5) -> dict[str
 
     def stub_infer(request: Request, route: object, trace: Trace | None = None) -> Response:
         if trace is not None:  # what handlers.infer does with a trace
-            trace.servable = Servable
+            trace.target = Servable
             trace.decoded = time.perf_counter()
             trace.record(3.0, 100.0)
         return Response(200, b"{}")  # a fresh one, as handlers build: Server-Timing is added to it
 
-    class FakeApp:
-        def __init__(self, **flags: bool) -> None:
-            self.settings = replace(settings_from_args(build_parser().parse_args([])), **flags)
-            self.infer, self.model_metadata, self.model_ready = stub_infer, None, None
+    routes = {"infer": stub_infer, "model_metadata": None, "model_ready": None}
 
     def observed(**flags: bool) -> Callable[[Request, object], object]:
-        return Observer(FakeApp(**flags)).observed_infer  # type: ignore[arg-type]
+        settings = replace(settings_from_args(build_parser().parse_args([])), **flags)
+        return Observer(routes, None, settings).observed_infer  # type: ignore[arg-type]
 
     prom_labels, prom_bound = observed(metrics_enable=True), observed(metrics_enable=True)
     use_prometheus(prom_labels.__self__, PromRecorder(bound=False))  # type: ignore[attr-defined]
