@@ -161,7 +161,10 @@ def test_shutdown_sends_goaway_and_the_call_in_flight_finishes(tmp_path: Path, g
             time.sleep(0.01)
         # No new call is taken (GOAWAY, the port closed); the one in flight is not cut.
         code, _ = Stub(proc.grpc_host).status("ServerLive", b"", timeout=10)
-        assert code == grpc.StatusCode.UNAVAILABLE
+        # grpcio's server cancels a call whose connection it accepted just before its stop() closed the
+        # port (the log line comes first): CANCELLED there; either way the new call is not run.
+        refused = {grpc.StatusCode.UNAVAILABLE} | ({grpc.StatusCode.CANCELLED} if grpc_transport == "grpcio" else set())
+        assert code in refused, code
         assert not running.done()
         gate.open()
         from fastserve.grpc.proto import inference_pb2 as pb
