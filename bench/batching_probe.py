@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+import fastserve  # noqa: F401  # isort: skip  (before openvino: fastserve/telemetry.py)
 import openvino as ov
 import openvino.opset15 as ops
 

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+import fastserve  # noqa: F401  # isort: skip  (before openvino: fastserve/telemetry.py)
 import openvino as ov
 import orjson
 import uvloop

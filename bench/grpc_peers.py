@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import fastserve  # noqa: F401  # isort: skip  (before openvino: fastserve/telemetry.py)
 import openvino as ov
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

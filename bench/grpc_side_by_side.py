@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import fastserve  # noqa: F401  # isort: skip  (before openvino: fastserve/telemetry.py)
 import openvino as ov
 import openvino.opset15 as ops
 

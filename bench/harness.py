@@ -30,6 +30,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# The peers import openvino without fastserve's guard (fastserve/telemetry.py); openvino's usage
+# reporting stands down in CI, which is what a benchmark run is.
+PEER_ENV = {"CI": os.environ.get("CI", "true")}
+
+
 class Server:
     """One server process: started with a log file, ready once its health URL answers 200."""
 
@@ -40,7 +45,7 @@ class Server:
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})}, cwd=cwd)
+                                     env={**os.environ, **PEER_ENV, **(env or {})}, cwd=cwd)
         self.pid = self.proc.pid
         self.port = port if port is not None else self._wait_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+import fastserve  # noqa: F401  # isort: skip  (before openvino: fastserve/telemetry.py)
 import openvino as ov
 import openvino.opset15 as ops
 

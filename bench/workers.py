@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+import fastserve  # noqa: F401  # isort: skip  (before openvino: fastserve/telemetry.py)
 import openvino as ov
 
 ROOT = Path(__file__).resolve().parents[1]

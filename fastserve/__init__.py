@@ -3,5 +3,10 @@
 Nothing heavy is imported here: `fastserve --help` must stay instant.
 """
 
+from fastserve import telemetry
+
 __version__ = "0.1.0"
 SERVER_NAME = "fastserve"
+
+# Before anything imports openvino: its package would report each start to a web service.
+telemetry.install()
