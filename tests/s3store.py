@@ -3,8 +3,10 @@
 Started by the test that needs it, stopped by its PID (stop() also when the test stops the store
 on purpose). With `auth=True` it checks credentials like S3: the first three requests (made here)
 create an IAM user with full rights and its access key; every later request must be signed with
-it. Also: an environment for a fastserve process that reads only what the test gives it (no AWS
-variable or proxy of the machine leaks in), and uploading models built in code.
+it. With `tls` (tests/tlscert.py) it serves https with that certificate, and the test's own
+client trusts the certificate's CA. Also: an environment for a fastserve process that reads
+only what the test gives it (no AWS variable or proxy of the machine leaks in), and uploading
+models built in code.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import openvino as ov
 from tests.childproc import terminate, wait_listening
 from tests.modelzoo import save
 from tests.serverproc import free_port
+from tests.tlscert import ServerCertificate
 
 START_TIMEOUT = 30.0  # seconds for moto to import and listen (about one on this VM)
 REGION = "us-east-1"
@@ -36,15 +39,19 @@ PROXY_VARIABLES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "no
 
 
 class S3Server:
-    def __init__(self, auth: bool = False) -> None:
+    def __init__(self, auth: bool = False, tls: ServerCertificate | None = None) -> None:
         self.port = free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://{self.endpoint}"
+        self.tls = tls
         env = clean_env()
         if auth:
             env["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"
         self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        if tls:
+            command += ["--ssl-cert", str(tls.cert), "--ssl-key", str(tls.key)]
+        self.proc = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         try:  # a failure here must not leave the server running
             wait_listening(self.proc, self.port, START_TIMEOUT, "moto")
             self.key_id, self.secret = "testing-key", "testing-secret"
@@ -64,7 +71,8 @@ class S3Server:
     def _client(self, service: str) -> Any:
         import boto3
 
-        return boto3.client(service, endpoint_url=f"http://{self.endpoint}", region_name=REGION,
+        return boto3.client(service, endpoint_url=self.url, region_name=REGION,
+                            verify=str(self.tls.ca) if self.tls else None,
                             aws_access_key_id=getattr(self, "key_id", "x"),
                             aws_secret_access_key=getattr(self, "secret", "x"))
 

@@ -14,11 +14,9 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from fastserve.storage.retry import StorageError, Transient
+from fastserve.storage.retry import CONNECT_TIMEOUT, StorageError, Transient, read_timeout
 
 VARIABLE = "AZURE_STORAGE_CONNECTION_STRING"
-# A connection must open within 5 s; a read may stall 30 s (a slow store), then the call is retried.
-CONNECT_TIMEOUT, READ_TIMEOUT = 5, 30
 T = TypeVar("T")
 
 
@@ -42,7 +40,8 @@ def connection_string(scheme: str) -> str:
 def make_client(factory: Callable[..., T], connection: str) -> T:
     """`factory` is the SDK's from_connection_string; a malformed string is a StorageError, scrubbed."""
     try:
-        return factory(connection, retry_total=0, connection_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT)
+        return factory(connection, retry_total=0, connection_timeout=CONNECT_TIMEOUT,
+                       read_timeout=read_timeout())
     except ValueError as exc:
         raise StorageError(f"{VARIABLE} is not a valid connection string: {scrub(str(exc))}") from None
 

@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from fastserve.storage.location import RemoteURL
-from fastserve.storage.retry import StorageError, Transient, with_retries
+from fastserve.storage.retry import CONNECT_TIMEOUT, StorageError, Transient, read_timeout, with_retries
 from fastserve.storage.store import RemoteObject
 
 log = logging.getLogger("fastserve.storage")
-# A connection must open within 5 s; a read may stall 30 s (a slow store), then the call is retried.
-TIMEOUT = (5.0, 30.0)
 
 
 def scrub(text: str) -> str:
@@ -36,6 +34,7 @@ class GCSStore:
         from google.cloud import storage
 
         self.storage = storage
+        self.timeout = (CONNECT_TIMEOUT, read_timeout())  # (connect, read) seconds
         project = os.environ.get("GOOGLE_CLOUD_PROJECT") or "fastserve"
         key_file = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
         try:
@@ -67,12 +66,12 @@ class GCSStore:
     def _list(self, url: RemoteURL) -> list[RemoteObject]:
         prefix = f"{url.key}/" if url.key else ""
         found = []
-        for blob in self.client.list_blobs(url.bucket, prefix=prefix, retry=None, timeout=TIMEOUT):
+        for blob in self.client.list_blobs(url.bucket, prefix=prefix, retry=None, timeout=self.timeout):
             if not blob.name.endswith("/"):
                 found.append(RemoteObject(blob.name[len(prefix):], int(blob.size or 0), str(blob.generation),
                                           blob.name))
         if not found and url.key:  # base_path may name one model file
-            blob = self.client.bucket(url.bucket).get_blob(url.key, retry=None, timeout=TIMEOUT)
+            blob = self.client.bucket(url.bucket).get_blob(url.key, retry=None, timeout=self.timeout)
             if blob is not None:
                 found.append(RemoteObject(url.key.rpartition("/")[2], int(blob.size or 0), str(blob.generation),
                                           url.key))
@@ -85,14 +84,14 @@ class GCSStore:
     def _download(self, bucket: str, obj: RemoteObject, dest: Path) -> None:
         blob = self.client.bucket(bucket).blob(obj.full)
         blob.download_to_filename(str(dest), if_generation_match=int(obj.etag), checksum="md5", retry=None,
-                                  timeout=TIMEOUT)
+                                  timeout=self.timeout)
         size = dest.stat().st_size
         if size != obj.size:
             raise Transient(f"got {size} of {obj.size} bytes")
 
     def read(self, url: RemoteURL) -> bytes:
         blob = self.client.bucket(url.bucket).blob(url.key)
-        return with_retries(str(url), lambda: self._guard(blob.download_as_bytes, retry=None, timeout=TIMEOUT))
+        return with_retries(str(url), lambda: self._guard(blob.download_as_bytes, retry=None, timeout=self.timeout))
 
     def _guard(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Call the library, turning its exceptions into Transient or StorageError with a clear text."""

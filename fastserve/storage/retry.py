@@ -3,12 +3,16 @@
 Rules: a store classifies each failure as Transient (network, 5xx, throttling, content that did
 not match what was listed) or raises StorageError at once (credentials, missing bucket or key).
 Transient failures are retried ATTEMPTS times, then become a StorageError; every retry is logged
-with its reason, never with a secret (stores scrub their messages).
+with its reason, never with a secret (stores scrub their messages). Every store's client waits
+CONNECT_TIMEOUT for a connection and read_timeout() for each read, then the call fails as
+Transient (a stalled store is retried like a broken connection).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -22,6 +26,11 @@ T = TypeVar("T")
 # (the poll tries again at its next tick, and loaded models keep serving meanwhile).
 ATTEMPTS = 5
 FIRST_DELAY = 0.25
+# A connection must open within 5 s; a read may wait 30 s for data (a slow store), then the call is
+# retried. OVMS has no setting for these; the read timeout can be changed through the environment
+# (tests shrink it to see a stalled store given up within seconds; operators of a very slow store).
+CONNECT_TIMEOUT, READ_TIMEOUT = 5.0, 30.0
+READ_TIMEOUT_VARIABLE = "FASTSERVE_STORAGE_READ_TIMEOUT_S"
 
 
 class StorageError(ConfigError):
@@ -30,6 +39,20 @@ class StorageError(ConfigError):
 
 class Transient(Exception):
     """A failure worth retrying; its message says what happened."""
+
+
+def read_timeout() -> float:
+    """Seconds a store's read may wait for data: READ_TIMEOUT, or FASTSERVE_STORAGE_READ_TIMEOUT_S."""
+    text = os.environ.get(READ_TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return READ_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 3600:  # NaN fails too
+        raise StorageError(f"{READ_TIMEOUT_VARIABLE}={text!r}: must be a number of seconds above 0, at most 3600")
+    return value
 
 
 # Failures already logged as warnings: a store that stays down is polled every second, and its

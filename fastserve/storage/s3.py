@@ -5,9 +5,11 @@ and making one costs a few hundred ms). Credentials as OVMS (src/filesystem/s3fi
 AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN), else AWS_PROFILE with the
 shared credentials file, else anonymous (public buckets). AWS_REGION sets the region.
 S3_ENDPOINT is host:port (http, as OVMS) or http(s)://host:port; the http(s)_proxy variables are
-honoured by botocore (and no_proxy). botocore's own retries are off: retry.py retries every
-call, the object downloads included, and logs why. No message carries a secret: scrub() removes
-the key, secret and token from anything botocore says.
+honoured by botocore (and no_proxy). An https endpoint's certificate is checked against the
+system's CAs, or the bundle AWS_CA_BUNDLE names (botocore's variable; OVMS has none): an
+untrusted certificate is a StorageError at once, naming the variable. botocore's own retries are
+off: retry.py retries every call, the object downloads included, and logs why. No message
+carries a secret: scrub() removes the key, secret and token from anything botocore says.
 """
 
 from __future__ import annotations
@@ -20,12 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from fastserve.storage.location import RemoteURL
-from fastserve.storage.retry import StorageError, Transient, with_retries
+from fastserve.storage.retry import (
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT_VARIABLE,
+    StorageError,
+    Transient,
+    read_timeout,
+    with_retries,
+)
 from fastserve.storage.store import RemoteObject, extra_hint
 
 EXTRA_HINT = extra_hint("s3")
-# A connection must open within 5 s; a read may stall 30 s (a slow store), then the call is retried.
-CONNECT_TIMEOUT, READ_TIMEOUT = 5.0, 30.0
 CHUNK = 1 << 20  # bytes per read while streaming an object to its file
 # Failures retrying cannot fix: the caller must change credentials, bucket or path.
 PERMANENT = {
@@ -71,6 +78,9 @@ class S3Store:
         endpoint = env.get("S3_ENDPOINT") or endpoint_in_url
         if endpoint:
             options["endpoint_url"] = endpoint if "://" in endpoint else f"http://{endpoint}"
+        bundle = env.get("AWS_CA_BUNDLE")
+        if bundle and not os.path.isfile(bundle):
+            raise StorageError(f"AWS_CA_BUNDLE={bundle}: no such file (it must name a PEM file of CA certificates)")
         anonymous = False
         if keys:
             options.update(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
@@ -78,10 +88,11 @@ class S3Store:
                            aws_session_token=env.get("AWS_SESSION_TOKEN") or None)
         elif not profile:
             anonymous = True  # OVMS: no keys and no profile means a public bucket
+        self.read_timeout = read_timeout()
         config = botocore.config.Config(
             retries={"total_max_attempts": 1},
             connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
+            read_timeout=self.read_timeout,
             signature_version=UNSIGNED if anonymous else None,
             # MinIO and most S3-compatible stores want path-style addressing (no bucket subdomain).
             s3={"addressing_style": "path"} if endpoint else None,
@@ -182,6 +193,17 @@ class S3Store:
             raise StorageError(f"no usable credentials: {_text(exc)}") from None
         except (bex.ResponseStreamingError, bex.IncompleteReadError) as exc:
             raise Transient(f"the download broke off ({_text(exc)})") from None
+        except bex.ReadTimeoutError:
+            raise Transient(f"the store sent nothing for {self.read_timeout:g} s (the read timeout; "
+                            f"{READ_TIMEOUT_VARIABLE} changes it)") from None
+        except bex.ConnectTimeoutError:
+            raise Transient(f"no connection to the store within {CONNECT_TIMEOUT:g} s") from None
+        except bex.SSLError as exc:
+            text = _text(exc)
+            if "certificate verify failed" in text.lower():  # not a network hiccup: retrying cannot help
+                raise StorageError(f"the store's TLS certificate is not trusted ({text}); name the CA that signed "
+                                   "it with AWS_CA_BUNDLE=/path/to/ca.pem") from None
+            raise Transient(text) from None
         except (bex.BotoCoreError, OSError) as exc:  # connection refused or reset, timeouts
             raise Transient(_text(exc)) from None
 

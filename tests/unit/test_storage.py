@@ -13,7 +13,7 @@ from fastserve import config
 from fastserve.errors import ConfigError
 from fastserve.storage import azurecommon, location, s3, store
 from fastserve.storage.location import RemoteURL, mirror_path, parse_url
-from fastserve.storage.retry import ATTEMPTS, StorageError, Transient, with_retries
+from fastserve.storage.retry import ATTEMPTS, READ_TIMEOUT, StorageError, Transient, read_timeout, with_retries
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -122,6 +122,20 @@ def test_s3_endpoint_forms(monkeypatch: pytest.MonkeyPatch, value: str, endpoint
     client = s3.S3Store().client  # no request is made
     assert client.meta.endpoint_url == endpoint
     assert client.meta.config.s3["addressing_style"] == "path"
+
+
+def test_the_read_timeout_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("botocore")
+    monkeypatch.delenv("FASTSERVE_STORAGE_READ_TIMEOUT_S", raising=False)
+    assert read_timeout() == READ_TIMEOUT == 30.0
+    monkeypatch.setenv("FASTSERVE_STORAGE_READ_TIMEOUT_S", " 2.5 ")
+    assert read_timeout() == 2.5
+    assert s3.S3Store().client.meta.config.read_timeout == 2.5  # what botocore's client was made with
+    for bad in ("0", "-1", "abc", "nan", "inf", "3601"):
+        monkeypatch.setenv("FASTSERVE_STORAGE_READ_TIMEOUT_S", bad)
+        with pytest.raises(StorageError, match=f"^FASTSERVE_STORAGE_READ_TIMEOUT_S='{bad}': must be a number of "
+                                               "seconds above 0, at most 3600$"):
+            read_timeout()
 
 
 def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
