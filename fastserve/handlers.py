@@ -170,8 +170,13 @@ class App:
         assert route.model is not None
         target = self.core.target(route.model, route.version)
         body = request.body
-        header_length = parse_header_length(request.headers.get(b"inference-header-content-length"), len(body))
-        outcome = self.core.infer(target, decode_request(body, header_length), trace)
+        header = request.headers.get(b"inference-header-content-length")
+        fast = getattr(target, "fast_json", None) if header is None else None
+        prepared = fast(body) if fast is not None else None
+        if prepared is not None:  # the common JSON request, decoded and bound in one pass
+            outcome = self.core.infer(target, prepared[0], trace, prepared[1])
+        else:
+            outcome = self.core.infer(target, decode_request(body, parse_header_length(header, len(body))), trace)
         if type(outcome) is Outcome:
             return respond(outcome)
         return _respond_later(outcome)  # type: ignore[arg-type]

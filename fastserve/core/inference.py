@@ -67,14 +67,18 @@ class InferenceCore:
             raise ModelNotFound()
         return pipeline.target(self.repository)
 
-    def infer(self, target: Target, decoded: InferRequest, trace: Trace | None = None) -> Outcome | Awaitable[Outcome]:
+    def infer(self, target: Target, decoded: InferRequest, trace: Trace | None = None,
+              arrays: list[np.ndarray] | None = None) -> Outcome | Awaitable[Outcome]:
+        """`arrays`: the request already bound (a transport's fast path, e.g. v2/fastjson.py)."""
         started = perf_counter()  # the statistics' start (fastserve/triton/stats.py): always kept
         if trace is not None and type(target) is not PipelineTarget:
             trace.target = target  # model versions have metric series; pipelines none (as today)
         try:
-            if target.image_bytes(decoded) > INLINE_IMAGE_BYTES:
-                return self._off_loop(target, decoded, trace, started)  # big JPEG/PNG decodes leave the loop
-            return self._run(target, decoded, target.bind(decoded), trace, started)
+            if arrays is None:
+                if target.image_bytes(decoded) > INLINE_IMAGE_BYTES:
+                    return self._off_loop(target, decoded, trace, started)  # big JPEG/PNG decodes leave the loop
+                arrays = target.bind(decoded)
+            return self._run(target, decoded, arrays, trace, started)
         except FastServeError:
             target.stats.fail(started)
             raise

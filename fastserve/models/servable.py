@@ -41,6 +41,7 @@ from fastserve.models.slots import (
 )
 from fastserve.triton.stats import InferStats
 from fastserve.v2.datatypes import BYTES
+from fastserve.v2.fastjson import FastJson
 from fastserve.v2.images import image_input_bytes
 from fastserve.v2.types import InferRequest, TensorSpec
 from fastserve.v2.validate import bind_inputs
@@ -94,6 +95,8 @@ class Servable:
         # Partials, not methods: no Python frame of their own on every request.
         self.bind: Callable[[InferRequest], list[np.ndarray]] = partial(bind_inputs, specs=self.inputs)
         self.image_bytes: Callable[[InferRequest], int] = partial(image_input_bytes, specs=self.inputs)
+        # The REST fast path for the common JSON request (decode and bind at once), None if it cannot apply.
+        self.fast_json: FastJson | None = FastJson.build(self.inputs)
         self.outputs: dict[str, TensorSpec] = {s.name: s for s in sorted(output_specs, key=lambda s: s.name)}
         self._input_types = [port.get_element_type() for port in compiled.inputs]
         self._string_inputs = [spec.datatype is BYTES for spec in input_specs]

@@ -20,7 +20,7 @@ from fastserve.v2.datatypes import BF16, BY_NAME, BYTES, Datatype
 MAX_RANK = 64
 # Triton and OVMS both cap JSON nesting at 100; deeper `data` is refused before numpy sees it.
 MAX_NESTING_DEPTH = 100
-# Longest JSON `data` list decoded by the Python fast path (_small_flat); longer ones go to numpy.
+# Longest JSON `data` list decoded by the Python fast path (small_flat); longer ones go to numpy.
 SMALL_FLAT = 64
 # Both keyed by datatype name: a str hashes from cache, a numpy dtype does not.
 # Float64 magnitudes from which a cast rounds to inf: the type's max plus half an ulp there.
@@ -41,6 +41,7 @@ _FLAT: dict[str, tuple[frozenset[type], float, float, np.dtype]] = {
     },
     "FP64": (frozenset({int, float}), -math.inf, math.inf, BY_NAME["FP64"].numpy),
 }
+FLAT_TYPES = frozenset(_FLAT)  # the datatype names small_flat decodes
 
 
 def element_count(shape: tuple[int, ...]) -> int:
@@ -55,7 +56,7 @@ def json_to_array(data: Any, datatype: Datatype, shape: tuple[int, ...], name: s
     numbers as booleans, integers within range (all 64 bits of INT64 and UINT64).
     """
     if type(data) is list and len(data) <= SMALL_FLAT:  # the common case: a short flat list
-        array = _small_flat(data, datatype.name)
+        array = small_flat(data, datatype.name)
         if array is not None and array.size == math.prod(shape):
             return array.reshape(shape)
     if datatype is BF16:  # numbers as FP32 (the same range), then rounded to BF16's bit patterns
@@ -88,7 +89,7 @@ def sized(array: np.ndarray, expected: int, name: str) -> np.ndarray:
     return array
 
 
-def _small_flat(data: list[Any], type_name: str) -> np.ndarray | None:
+def small_flat(data: list[Any], type_name: str) -> np.ndarray | None:
     """A short flat list of the right kind of values, checked in Python (~1 us against ~5 us for numpy's
     dtype guessing and reductions); None sends anything else, errors included, down the general path."""
     flat = _FLAT.get(type_name)
