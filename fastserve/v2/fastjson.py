@@ -18,13 +18,14 @@ import numpy as np
 import orjson
 
 from fastserve.v2 import bigjson
-from fastserve.v2.jsondata import FLAT_TYPES, SMALL_FLAT, small_flat
+from fastserve.v2.jsondata import FLAT_RULES, SMALL_FLAT
 from fastserve.v2.types import Dim, InferInput, InferRequest, TensorSpec
 
 # Decoded, bound: what the fast path hands back.
 Prepared = tuple[InferRequest, list[np.ndarray]]
-# One input the fast path can take: its spec, datatype name and dims (all static or ranged).
-_Entry = tuple[TensorSpec, str, tuple[Dim, ...]]
+# One input the fast path can take: its spec, datatype name, dims (static or ranged), the shape as a
+# list when every dim is static (else None), and jsondata's rules for its values (small_flat's).
+_Entry = tuple[TensorSpec, str, tuple[Dim, ...], list[int] | None, frozenset[type], float, float, np.dtype]
 _ITEM_KEYS = frozenset(("name", "shape", "datatype", "data"))
 
 
@@ -43,9 +44,11 @@ class FastJson:
         entries: dict[str, _Entry] = {}
         for spec in specs.values():
             datatype = spec.datatype
-            if datatype is None or spec.dims is None or datatype.name not in FLAT_TYPES:
+            rules = FLAT_RULES.get(datatype.name) if datatype is not None else None
+            if rules is None or spec.dims is None:
                 return None
-            entries[spec.name] = (spec, datatype.name, spec.dims)
+            static = [low for low, _ in spec.dims] if all(low == high for low, high in spec.dims) else None
+            entries[spec.name] = (spec, datatype.name, spec.dims, static, *rules)  # type: ignore[union-attr]
         return cls(entries) if entries else None
 
     def __call__(self, body: bytes | bytearray) -> Prepared | None:
@@ -75,23 +78,39 @@ class FastJson:
             entry = entries.get(name) if type(name) is str else None
             if entry is None:
                 return None
-            spec, type_name, dims = entry
+            spec, type_name, dims, static, allowed, low, high, dtype = entry
             if arrays[spec.index] is not None or item["datatype"] != type_name:
                 return None  # a repeated input, or another datatype: the general path says so
             shape = item["shape"]
-            if type(shape) is not list or len(shape) != len(dims):
+            if type(shape) is not list:
                 return None
-            for value, (low, high) in zip(shape, dims, strict=True):
-                if type(value) is not int or value < low or (high != -1 and value > high):
+            if static is not None:
+                if shape != static:  # equal lists; 1.0 and True equal 1, hence the type check
                     return None
+                for dim in shape:
+                    if type(dim) is not int:
+                        return None
+            else:
+                if len(shape) != len(dims):
+                    return None
+                for dim, (least, most) in zip(shape, dims, strict=True):
+                    if type(dim) is not int or dim < least or (most != -1 and dim > most):
+                        return None
             data = item["data"]
             if type(data) is not list or not 0 < len(data) <= SMALL_FLAT or len(data) != math.prod(shape):
                 return None
-            array = small_flat(data, type_name)
-            if array is None:
+            # jsondata.small_flat's checks, inline: the value types, then the range
+            for value in data:
+                if type(value) not in allowed:
+                    return None
+            if min(data) < low or max(data) > high:
+                return None
+            try:
+                array = np.array(data, dtype=dtype)
+            except OverflowError:  # an integer too large for a double
                 return None
             dims_given = tuple(shape)
-            array = array.reshape(dims_given)
+            array.shape = dims_given  # a fresh array: reshaped in place
             arrays[spec.index] = array
             inputs.append(InferInput(spec.name, spec.datatype, dims_given, {}, array))  # type: ignore[arg-type]
         return InferRequest(request_id, {}, inputs, None, False), arrays

@@ -32,7 +32,7 @@ _INT_RANGES = {
 # What the fast path needs per datatype name, in one lookup: the value types it accepts (bool is
 # not an int here), the closed range the values must lie in (floats: within the overflow limits
 # above, exclusive; FP64 has none: JSON cannot carry inf) and the numpy dtype.
-_FLAT: dict[str, tuple[frozenset[type], float, float, np.dtype]] = {
+FLAT_RULES: dict[str, tuple[frozenset[type], float, float, np.dtype]] = {
     "BOOL": (frozenset({bool}), False, True, BY_NAME["BOOL"].numpy),
     **{name: (frozenset({int}), low, high, BY_NAME[name].numpy) for name, (low, high) in _INT_RANGES.items()},
     **{
@@ -41,7 +41,6 @@ _FLAT: dict[str, tuple[frozenset[type], float, float, np.dtype]] = {
     },
     "FP64": (frozenset({int, float}), -math.inf, math.inf, BY_NAME["FP64"].numpy),
 }
-FLAT_TYPES = frozenset(_FLAT)  # the datatype names small_flat decodes
 
 
 def element_count(shape: tuple[int, ...]) -> int:
@@ -92,7 +91,7 @@ def sized(array: np.ndarray, expected: int, name: str) -> np.ndarray:
 def small_flat(data: list[Any], type_name: str) -> np.ndarray | None:
     """A short flat list of the right kind of values, checked in Python (~1 us against ~5 us for numpy's
     dtype guessing and reductions); None sends anything else, errors included, down the general path."""
-    flat = _FLAT.get(type_name)
+    flat = FLAT_RULES.get(type_name)
     if flat is None or not data:
         return None
     allowed, low, high, dtype = flat
