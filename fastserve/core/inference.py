@@ -85,12 +85,17 @@ class InferenceCore:
 
     def _run(self, target: Target, decoded: InferRequest, arrays: list[np.ndarray],
              trace: Trace | None, started: float) -> Outcome | Awaitable[Outcome]:
-        selected = select_outputs(decoded, target.outputs)
+        every = target.every_output if decoded.outputs is None else None
+        if every is not None:  # every output, as most requests ask: the selection made at load time
+            selected, wanted = every[decoded.binary_output]
+        else:
+            selected = select_outputs(decoded, target.outputs)
+            wanted = [spec.index for spec, _ in selected]
         bound = perf_counter()
         if trace is not None:
             trace.decoded = bound
         try:
-            result: Any = target.infer(arrays, [spec.index for spec, _ in selected])
+            result: Any = target.infer(arrays, wanted)
         except NoResults:
             return Outcome(target, decoded, selected, None)
         if type(result) in _READY:

@@ -27,6 +27,7 @@ from functools import partial
 import numpy as np
 import openvino as ov
 
+from fastserve.core.target import every_output
 from fastserve.errors import InferenceFailed
 from fastserve.models.pool import SlotPool
 from fastserve.models.slots import (
@@ -98,6 +99,7 @@ class Servable:
         # The REST fast path for the common JSON request (decode and bind at once), None if it cannot apply.
         self.fast_json: FastJson | None = FastJson.build(self.inputs)
         self.outputs: dict[str, TensorSpec] = {s.name: s for s in sorted(output_specs, key=lambda s: s.name)}
+        self.every_output = every_output(self.outputs)  # the core's selection when a request names none
         self._input_types = [port.get_element_type() for port in compiled.inputs]
         self._string_inputs = [spec.datatype is BYTES for spec in input_specs]
         self._string_outputs = [spec.datatype is BYTES for spec in output_specs]
