@@ -25,7 +25,7 @@ from fastserve.router import Route, match
 from fastserve.settings import ServerSettings
 from fastserve.triton.documents import config_document, stats_document
 from fastserve.v2.decode import decode_request, parse_header_length
-from fastserve.v2.encode import encode_response
+from fastserve.v2.encode import encode_selected
 
 if TYPE_CHECKING:
     from fastserve.metrics import Metrics
@@ -171,7 +171,7 @@ class App:
         target = self.core.target(route.model, route.version)
         body = request.body
         header = request.headers.get(b"inference-header-content-length")
-        fast = getattr(target, "fast_json", None) if header is None else None
+        fast = target.fast_json if header is None else None
         prepared = fast(body) if fast is not None else None
         if prepared is not None:  # the common JSON request, decoded and bound in one pass
             outcome = self.core.infer(target, prepared[0], trace, prepared[1])
@@ -192,8 +192,8 @@ def respond(outcome: Outcome) -> Response:
     if result is None:
         return Response(204)  # a demultiplexer found nothing: OVMS's 204 No Content
     try:
-        outputs = [(spec, binary, array) for (spec, binary), array in zip(outcome.selected, result.arrays, strict=True)]
-        encoded = encode_response(outcome.target.name, outcome.target.version_text, outcome.decoded, outputs)
+        target = outcome.target
+        encoded = encode_selected(target.name, target.version_text, outcome.decoded, outcome.selected, result.arrays)
     except BaseException:
         result.release()
         raise

@@ -7,7 +7,7 @@ result that is there at once.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import numpy as np
@@ -45,6 +45,8 @@ class Target(Protocol):
     # select_outputs for a request that names no outputs, by its binary_data_output (False, True), with
     # the output indexes: built once (read-only, shared by every request); None: select per request.
     every_output: EveryOutput | None
+    # The REST fast path (v2/fastjson.py): body -> (decoded, bound arrays) or None; None: no fast path.
+    fast_json: Callable[[bytes | bytearray], tuple[InferRequest, list[np.ndarray]] | None] | None
 
     def bind(self, decoded: InferRequest) -> list[np.ndarray]:
         """The request's arrays in input order; InvalidInput when they do not fit."""
