@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from fastserve.v2 import bigjson
-from fastserve.v2.jsondata import FLAT_RULES, SMALL_FLAT
+from fastserve.v2.jsondata import FLAT_RULES, SMALL_FLAT, flat_array
 from fastserve.v2.types import Dim, InferInput, InferRequest, TensorSpec
 
 # Decoded, bound: what the fast path hands back.
@@ -99,15 +99,8 @@ class FastJson:
             data = item["data"]
             if type(data) is not list or not 0 < len(data) <= SMALL_FLAT or len(data) != math.prod(shape):
                 return None
-            # jsondata.small_flat's checks, inline: the value types, then the range
-            for value in data:
-                if type(value) not in allowed:
-                    return None
-            if min(data) < low or max(data) > high:
-                return None
-            try:
-                array = np.array(data, dtype=dtype)
-            except OverflowError:  # an integer too large for a double
+            array = flat_array(data, allowed, low, high, dtype)
+            if array is None:
                 return None
             dims_given = tuple(shape)
             array.shape = dims_given  # a fresh array: reshaped in place
