@@ -5,8 +5,9 @@ on top; bench/quick.py measures it under wrk). Each phase runs alone on a reques
 phase before it, best of 5 rounds of 20000, in process CPU time (OpenVINO's threads included). The
 prototype's phases are its own functions, imported from ../shared/peers at run time (never copied).
 Phases: parse (httptools feeding a protocol with no-op callbacks), route, decode (JSON -> tensors),
-bind (checks against the model), infer (OpenVINO, outputs back), encode (JSON out), respond (the
-HTTP head), and the whole request through each server's protocol object.
+bind (checks against the model), decode + bind in one pass (the model's fast path, which the request
+takes when it can; decode and bind are the general path), infer (OpenVINO, outputs back), encode
+(JSON out), respond (the HTTP head), and the whole request through each server's protocol object.
 Usage: python bench/phases.py [--requests 20000] [--rounds 5]
 """
 
@@ -96,6 +97,7 @@ def fastserve_phases(config: Path, body: bytes, wire: bytes, count: int, rounds:
         "route": cost(lambda: match(b"POST", b"/v2/models/add/infer"), count, rounds),
         "decode": cost(lambda: decode_request(body, None), count, rounds),
         "bind": cost(lambda: target.bind(decoded), count, rounds),
+        "decode + bind (v2/fastjson.py, what app.handle runs)": cost(lambda: target.fast_json(body), count, rounds),
         "infer": cost(infer, count, rounds),
         "core (bind + select + infer + statistics)": outcome_cost,
         "encode": cost(encode, count, rounds) - outcome_cost,

@@ -25,7 +25,7 @@ from fastserve.router import Route, match
 from fastserve.settings import ServerSettings
 from fastserve.triton.documents import config_document, stats_document
 from fastserve.v2.decode import decode_request, parse_header_length
-from fastserve.v2.encode import encode_response
+from fastserve.v2.encode import encode_selected
 
 if TYPE_CHECKING:
     from fastserve.metrics import Metrics
@@ -170,8 +170,13 @@ class App:
         assert route.model is not None
         target = self.core.target(route.model, route.version)
         body = request.body
-        header_length = parse_header_length(request.headers.get(b"inference-header-content-length"), len(body))
-        outcome = self.core.infer(target, decode_request(body, header_length), trace)
+        header = request.headers.get(b"inference-header-content-length")
+        fast = target.fast_json if header is None else None
+        prepared = fast(body) if fast is not None else None
+        if prepared is not None:  # the common JSON request, decoded and bound in one pass
+            outcome = self.core.infer(target, prepared[0], trace, prepared[1])
+        else:
+            outcome = self.core.infer(target, decode_request(body, parse_header_length(header, len(body))), trace)
         if type(outcome) is Outcome:
             return respond(outcome)
         return _respond_later(outcome)  # type: ignore[arg-type]
@@ -187,8 +192,8 @@ def respond(outcome: Outcome) -> Response:
     if result is None:
         return Response(204)  # a demultiplexer found nothing: OVMS's 204 No Content
     try:
-        outputs = [(spec, binary, array) for (spec, binary), array in zip(outcome.selected, result.arrays, strict=True)]
-        encoded = encode_response(outcome.target.name, outcome.target.version_text, outcome.decoded, outputs)
+        target = outcome.target
+        encoded = encode_selected(target.name, target.version_text, outcome.decoded, outcome.selected, result.arrays)
     except BaseException:
         result.release()
         raise

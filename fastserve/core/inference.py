@@ -67,26 +67,35 @@ class InferenceCore:
             raise ModelNotFound()
         return pipeline.target(self.repository)
 
-    def infer(self, target: Target, decoded: InferRequest, trace: Trace | None = None) -> Outcome | Awaitable[Outcome]:
+    def infer(self, target: Target, decoded: InferRequest, trace: Trace | None = None,
+              arrays: list[np.ndarray] | None = None) -> Outcome | Awaitable[Outcome]:
+        """`arrays`: the request already bound (a transport's fast path, e.g. v2/fastjson.py)."""
         started = perf_counter()  # the statistics' start (fastserve/triton/stats.py): always kept
         if trace is not None and type(target) is not PipelineTarget:
             trace.target = target  # model versions have metric series; pipelines none (as today)
         try:
-            if target.image_bytes(decoded) > INLINE_IMAGE_BYTES:
-                return self._off_loop(target, decoded, trace, started)  # big JPEG/PNG decodes leave the loop
-            return self._run(target, decoded, target.bind(decoded), trace, started)
+            if arrays is None:
+                if target.image_bytes(decoded) > INLINE_IMAGE_BYTES:
+                    return self._off_loop(target, decoded, trace, started)  # big JPEG/PNG decodes leave the loop
+                arrays = target.bind(decoded)
+            return self._run(target, decoded, arrays, trace, started)
         except FastServeError:
             target.stats.fail(started)
             raise
 
     def _run(self, target: Target, decoded: InferRequest, arrays: list[np.ndarray],
              trace: Trace | None, started: float) -> Outcome | Awaitable[Outcome]:
-        selected = select_outputs(decoded, target.outputs)
+        every = target.every_output if decoded.outputs is None else None
+        if every is not None:  # every output, as most requests ask: the selection made at load time
+            selected, wanted = every[decoded.binary_output]
+        else:
+            selected = select_outputs(decoded, target.outputs)
+            wanted = [spec.index for spec, _ in selected]
         bound = perf_counter()
         if trace is not None:
             trace.decoded = bound
         try:
-            result: Any = target.infer(arrays, [spec.index for spec, _ in selected])
+            result: Any = target.infer(arrays, wanted)
         except NoResults:
             return Outcome(target, decoded, selected, None)
         if type(result) in _READY:

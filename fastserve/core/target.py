@@ -1,18 +1,29 @@
 """What the core runs a request on: a model version (models/servable.py's Servable) or a DAG
 pipeline (pipelines/target.py's PipelineTarget), behind one shape, so there is one inference
-path for both. Protocols only; inference.py knows the two concrete targets just to tell a
-pipeline (no metric series) and a result that is there at once.
+path for both. Protocols (and every_output, the selection a model version prepares once);
+inference.py knows the two concrete targets just to tell a pipeline (no metric series) and a
+result that is there at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import numpy as np
 
 from fastserve.triton.stats import InferStats
 from fastserve.v2.types import InferRequest, TensorSpec
+
+# (selected outputs, their indexes) for binary_data_output False and True
+EveryOutput = tuple[tuple[list[tuple[TensorSpec, bool]], list[int]], tuple[list[tuple[TensorSpec, bool]], list[int]]]
+
+
+def every_output(outputs: dict[str, TensorSpec]) -> EveryOutput:
+    """What v2/encode.select_outputs returns for a request naming no outputs (all, sorted by name)."""
+    ordered = [outputs[name] for name in sorted(outputs)]
+    indexes = [spec.index for spec in ordered]
+    return ([(spec, False) for spec in ordered], indexes), ([(spec, True) for spec in ordered], list(indexes))
 
 
 class Result(Protocol):
@@ -31,6 +42,11 @@ class Target(Protocol):
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
     stats: InferStats  # Triton's statistics, filled by the core for every transport
+    # select_outputs for a request that names no outputs, by its binary_data_output (False, True), with
+    # the output indexes: built once (read-only, shared by every request); None: select per request.
+    every_output: EveryOutput | None
+    # The REST fast path (v2/fastjson.py): body -> (decoded, bound arrays) or None; None: no fast path.
+    fast_json: Callable[[bytes | bytearray], tuple[InferRequest, list[np.ndarray]] | None] | None
 
     def bind(self, decoded: InferRequest) -> list[np.ndarray]:
         """The request's arrays in input order; InvalidInput when they do not fit."""

@@ -27,6 +27,7 @@ from functools import partial
 import numpy as np
 import openvino as ov
 
+from fastserve.core.target import every_output
 from fastserve.errors import InferenceFailed
 from fastserve.models.pool import SlotPool
 from fastserve.models.slots import (
@@ -41,6 +42,7 @@ from fastserve.models.slots import (
 )
 from fastserve.triton.stats import InferStats
 from fastserve.v2.datatypes import BYTES
+from fastserve.v2.fastjson import FastJson
 from fastserve.v2.images import image_input_bytes
 from fastserve.v2.types import InferRequest, TensorSpec
 from fastserve.v2.validate import bind_inputs
@@ -94,7 +96,10 @@ class Servable:
         # Partials, not methods: no Python frame of their own on every request.
         self.bind: Callable[[InferRequest], list[np.ndarray]] = partial(bind_inputs, specs=self.inputs)
         self.image_bytes: Callable[[InferRequest], int] = partial(image_input_bytes, specs=self.inputs)
+        # The REST fast path for the common JSON request (decode and bind at once), None if it cannot apply.
+        self.fast_json: FastJson | None = FastJson.build(self.inputs)
         self.outputs: dict[str, TensorSpec] = {s.name: s for s in sorted(output_specs, key=lambda s: s.name)}
+        self.every_output = every_output(self.outputs)  # the core's selection when a request names none
         self._input_types = [port.get_element_type() for port in compiled.inputs]
         self._string_inputs = [spec.datatype is BYTES for spec in input_specs]
         self._string_outputs = [spec.datatype is BYTES for spec in output_specs]

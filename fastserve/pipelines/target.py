@@ -18,6 +18,8 @@ class PipelineTarget:
     """A compiled pipeline as a Target. NoResults (a demultiplexer found nothing) escapes infer."""
 
     __slots__ = ("compiled", "name", "version_text", "inputs", "outputs", "metadata", "stats")
+    every_output = None  # outputs are selected per request (core/target.py)
+    fast_json = None  # no REST fast path (v2/fastjson.py): pipelines bind by their own rules
 
     def __init__(self, compiled: Compiled, stats: InferStats | None = None) -> None:
         self.compiled = compiled

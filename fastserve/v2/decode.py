@@ -53,14 +53,15 @@ def parse_header_length(value: bytes | None, body_length: int) -> int | None:
 
 def decode_request(body: bytes | bytearray | memoryview, header_length: int | None) -> InferRequest:
     """Parse the JSON part and attach the binary sections, in the order of inputs that carry no `data`."""
-    view = memoryview(body)
     if header_length == 0:
         # Triton's raw binary request: no JSON at all, the whole body is the model's single input.
-        return InferRequest(id=None, parameters={}, inputs=[], outputs=None, raw_binary=view)
+        return InferRequest(id=None, parameters={}, inputs=[], outputs=None, raw_binary=memoryview(body))
+    # orjson reads bytes and bytearrays as they are: a view only when there is a binary part.
+    view = body if header_length is None else memoryview(body)
     json_part = view if header_length is None else view[:header_length]
     if not json_part:
         raise BadRequest("The request is not valid JSON - the body is empty (a JSON object is expected)")
-    doc = bigjson.parse(json_part) if len(json_part) >= bigjson.MIN_BYTES else None
+    doc = bigjson.parse(memoryview(json_part)) if len(json_part) >= bigjson.MIN_BYTES else None
     if doc is None:
         try:
             doc = orjson.loads(json_part)
@@ -69,32 +70,41 @@ def decode_request(body: bytes | bytearray | memoryview, header_length: int | No
     if not isinstance(doc, dict):
         raise BadRequest("Request body should be JSON object")
     request = _request_fields(doc)
-    binary = view[header_length:] if header_length is not None else None
-    _attach_binary(request.inputs, binary)
+    if header_length is None:
+        for item in request.inputs:
+            if item.data is None:  # only JSON: every input must carry its `data`
+                raise InvalidInput(f"Could not parse input content - input {item.name} has no data")
+    else:
+        _attach_binary(request.inputs, view[header_length:])  # type: ignore[index]
     return request
 
 
 def _request_fields(doc: dict[str, Any]) -> InferRequest:
     # Optional fields are either absent or of their type: null is refused, as OVMS and Triton do.
-    request_id = doc.get("id", _ABSENT)
-    if request_id is _ABSENT:
-        request_id = None
-    elif not isinstance(request_id, str):
-        raise BadRequest("Request id must be a string")
-    parameters = parse_parameters(doc.get("parameters", _ABSENT), "request")
-    binary_output = parameters.get("binary_data_output", False)
-    if not isinstance(binary_output, bool):
-        raise BadRequest("Could not parse request parameters - binary_data_output must be a boolean")
+    # `in` before a lookup: the common request has none of id, parameters and outputs.
+    request_id = None
+    if "id" in doc:
+        request_id = doc["id"]
+        if not isinstance(request_id, str):
+            raise BadRequest("Request id must be a string")
+    parameters: dict[str, Any] = {}
+    binary_output = False
+    if "parameters" in doc:
+        parameters = parse_parameters(doc["parameters"], "request")
+        binary_output = parameters.get("binary_data_output", False)
+        if not isinstance(binary_output, bool):
+            raise BadRequest("Could not parse request parameters - binary_data_output must be a boolean")
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise BadRequest("Invalid JSON structure, missing inputs - inputs must be a non-empty list")
     inputs = [_input(item, index) for index, item in enumerate(raw_inputs)]
-    seen: set[str] = set()
-    for item in inputs:
-        if item.name in seen:
-            raise InvalidInput(f"Duplicate input name: {item.name}")
-        seen.add(item.name)
-    outputs = _outputs(doc.get("outputs", _ABSENT))
+    if len({item.name for item in inputs}) != len(inputs):
+        seen: set[str] = set()
+        for item in inputs:
+            if item.name in seen:
+                raise InvalidInput(f"Duplicate input name: {item.name}")
+            seen.add(item.name)
+    outputs = _outputs(doc["outputs"]) if "outputs" in doc else None
     return InferRequest(request_id, parameters, inputs, outputs, binary_output)
 
 
@@ -136,12 +146,12 @@ def _input(item: Any, index: int) -> InferInput:
     if datatype is None:
         raise InvalidInput(f"Unsupported data precision detected - {type_name!r} for input {name}")
     parameters = parse_parameters(item["parameters"], f"input {name}") if "parameters" in item else {}
-    result = InferInput(name, datatype, tuple(shape), parameters)
-    if "data" in item:
-        if "binary_data_size" in parameters:
-            raise InvalidInput(f"Request contains values both in binary data and in content value for input {name}")
-        result.data = json_to_array(item["data"], datatype, result.shape, name)
-    return result
+    dims = tuple(shape)
+    if "data" not in item:
+        return InferInput(name, datatype, dims, parameters)
+    if "binary_data_size" in parameters:
+        raise InvalidInput(f"Request contains values both in binary data and in content value for input {name}")
+    return InferInput(name, datatype, dims, parameters, json_to_array(item["data"], datatype, dims, name))
 
 
 def _outputs(value: Any) -> list[RequestedOutput] | None:

@@ -66,9 +66,21 @@ def encode_response(
     request: InferRequest,
     outputs: list[tuple[TensorSpec, bool, np.ndarray]],
 ) -> EncodedResponse:
+    selected = [(spec, binary) for spec, binary, _ in outputs]
+    return encode_selected(model_name, model_version, request, selected, [array for *_, array in outputs])
+
+
+def encode_selected(
+    model_name: str,
+    model_version: str,
+    request: InferRequest,
+    selected: list[tuple[TensorSpec, bool]],
+    arrays: list[np.ndarray],
+) -> EncodedResponse:
+    """encode_response with the outputs as the core hands them: (spec, binary) pairs and their arrays."""
     parts: list[Any] = []
     described = []
-    for spec, binary, array in outputs:
+    for (spec, binary), array in zip(selected, arrays, strict=True):
         entry: dict[str, Any] = {"name": spec.name, "datatype": datatype_name(spec, array), "shape": array.shape}
         if binary:
             buffer = binary_buffer(spec, array)

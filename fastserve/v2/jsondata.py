@@ -20,25 +20,26 @@ from fastserve.v2.datatypes import BF16, BY_NAME, BYTES, Datatype
 MAX_RANK = 64
 # Triton and OVMS both cap JSON nesting at 100; deeper `data` is refused before numpy sees it.
 MAX_NESTING_DEPTH = 100
-# Float64 magnitudes from which a cast rounds to inf: the type's max plus half an ulp there.
-# Longest JSON `data` list decoded by the Python fast path (_small_flat); longer ones go to numpy.
+# Longest JSON `data` list decoded by the Python fast path (small_flat); longer ones go to numpy.
 SMALL_FLAT = 64
-# The value types the fast path accepts per datatype (bool is not an int here) and the closed range
-# the values must lie in (floats: within the overflow limits below, exclusive).
-_FLAT_TYPES: dict[str, frozenset[type]] = {
-    "BOOL": frozenset({bool}),
-    **{name: frozenset({int}) for name in ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")},
-    **{name: frozenset({int, float}) for name in ("FP16", "FP32", "FP64")},
-}
 # Both keyed by datatype name: a str hashes from cache, a numpy dtype does not.
+# Float64 magnitudes from which a cast rounds to inf: the type's max plus half an ulp there.
 _FLOAT_OVERFLOW = {"FP16": 65520.0, "FP32": float(2**128 - 2**103)}
 _INT_RANGES = {
     name: (int(np.iinfo(name.lower()).min), int(np.iinfo(name.lower()).max))
     for name in ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
 }
-_FLAT_BOUNDS: dict[str, tuple[float, float]] = {
-    **_INT_RANGES,
-    **{name: (-math.nextafter(limit, 0), math.nextafter(limit, 0)) for name, limit in _FLOAT_OVERFLOW.items()},
+# What the fast path needs per datatype name, in one lookup: the value types it accepts (bool is
+# not an int here), the closed range the values must lie in (floats: within the overflow limits
+# above, exclusive; FP64 has none: JSON cannot carry inf) and the numpy dtype.
+FLAT_RULES: dict[str, tuple[frozenset[type], float, float, np.dtype]] = {
+    "BOOL": (frozenset({bool}), False, True, BY_NAME["BOOL"].numpy),
+    **{name: (frozenset({int}), low, high, BY_NAME[name].numpy) for name, (low, high) in _INT_RANGES.items()},
+    **{
+        name: (frozenset({int, float}), -math.nextafter(limit, 0), math.nextafter(limit, 0), BY_NAME[name].numpy)
+        for name, limit in _FLOAT_OVERFLOW.items()
+    },
+    "FP64": (frozenset({int, float}), -math.inf, math.inf, BY_NAME["FP64"].numpy),
 }
 
 
@@ -53,6 +54,10 @@ def json_to_array(data: Any, datatype: Datatype, shape: tuple[int, ...], name: s
     must really be of the datatype's kind: no strings as numbers, no floats as integers, no
     numbers as booleans, integers within range (all 64 bits of INT64 and UINT64).
     """
+    if type(data) is list and len(data) <= SMALL_FLAT:  # the common case: a short flat list
+        array = small_flat(data, datatype.name)
+        if array is not None and array.size == math.prod(shape):
+            return array.reshape(shape)
     if datatype is BF16:  # numbers as FP32 (the same range), then rounded to BF16's bit patterns
         return bf16.from_float32(json_to_array(data, BY_NAME["FP32"], shape, name))
     if isinstance(data, bigjson.Array):  # from a large body: numbers go straight into a buffer
@@ -69,10 +74,8 @@ def json_to_array(data: Any, datatype: Datatype, shape: tuple[int, ...], name: s
         flat = _flatten_strings(data, name)
         array = np.array(flat, dtype=object)
     else:
-        array = _small_flat(data, datatype) if len(data) <= SMALL_FLAT else None
-        if array is None:
-            _check_depth(data, name)
-            array = _numeric(data, datatype, name)
+        _check_depth(data, name)
+        array = _numeric(data, datatype, name)
     return sized(array, expected, name).reshape(shape)
 
 
@@ -85,23 +88,28 @@ def sized(array: np.ndarray, expected: int, name: str) -> np.ndarray:
     return array
 
 
-def _small_flat(data: list[Any], datatype: Datatype) -> np.ndarray | None:
+def small_flat(data: list[Any], type_name: str) -> np.ndarray | None:
     """A short flat list of the right kind of values, checked in Python (~1 us against ~5 us for numpy's
     dtype guessing and reductions); None sends anything else, errors included, down the general path."""
-    allowed = _FLAT_TYPES.get(datatype.name)
-    if allowed is None or not data:
+    rules = FLAT_RULES.get(type_name)
+    if rules is None or not data:
         return None
+    return flat_array(data, *rules)
+
+
+def flat_array(
+    data: list[Any], allowed: frozenset[type], low: float, high: float, dtype: np.dtype
+) -> np.ndarray | None:
+    """small_flat with its datatype's FLAT_RULES given (the REST fast path holds them per input)."""
     for value in data:
         if type(value) not in allowed:
             return None
-    bounds = _FLAT_BOUNDS.get(datatype.name)
-    if bounds is not None and (min(data) < bounds[0] or max(data) > bounds[1]):
+    if min(data) < low or max(data) > high:
         return None
     try:
-        return np.array(data, dtype=datatype.numpy)
+        return np.array(data, dtype=dtype)
     except OverflowError:  # an integer too large for a double
         return None
-
 
 def _check_depth(data: list[Any] | bigjson.Array, name: str) -> None:
     """Follows the first elements only: numpy refuses ragged data anyway, so this bounds its recursion."""
@@ -112,8 +120,10 @@ def _check_depth(data: list[Any] | bigjson.Array, name: str) -> None:
         if depth > MAX_NESTING_DEPTH:
             raise InvalidInput(f"JSON nesting depth exceeds the allowed limit ({MAX_NESTING_DEPTH}) in input {name}")
     if depth > MAX_RANK:
-        raise InvalidInput(f"Could not parse input content - data of input {name} is nested {depth} deep, "
-                           f"more than the {MAX_RANK} dimensions a tensor may have")
+        raise InvalidInput(
+            f"Could not parse input content - data of input {name} is nested {depth} deep, "
+            f"more than the {MAX_RANK} dimensions a tensor may have"
+        )
 
 
 def _numeric(data: list[Any], datatype: Datatype, name: str) -> np.ndarray:
