@@ -40,6 +40,7 @@ from fastserve.models.slots import (
     runs_one_thread,
     tensor_spec,
 )
+from fastserve.models.zeros import zero_inputs
 from fastserve.triton.stats import InferStats
 from fastserve.v2.datatypes import BYTES
 from fastserve.v2.fastjson import FastJson
@@ -315,7 +316,7 @@ class Servable:
         so each slot may keep their views. Dynamic outputs move when their shape grows. Loading only."""
         static = [spec.dims is not None and all(lo == hi for lo, hi in spec.dims) and spec.datatype is not BYTES
                   for spec in sorted(self.outputs.values(), key=lambda s: s.index)]
-        arrays = self._zero_inputs(None)
+        arrays = zero_inputs(self.inputs, None)
         if not any(static) or arrays is None:
             return [False] * len(static)
         slot = self.pool.try_acquire()
@@ -343,25 +344,10 @@ class Servable:
         timed = self.time_inference(None)
         return None if timed is None else min(timed[0])
 
-    def _zero_inputs(self, rows: int | None) -> list[np.ndarray] | None:
-        """Zero inputs of the smallest shape (`rows` as dim 0), None when the model's inputs do not allow it."""
-        arrays = []
-        for spec in sorted(self.inputs.values(), key=lambda s: s.index):
-            if spec.dims is None or spec.datatype is None or (rows is not None and not spec.dims):
-                return None
-            shape = tuple(max(low, 1) for low, _ in spec.dims)
-            if rows is not None:
-                shape = (rows, *shape[1:])
-            if spec.datatype is BYTES:
-                arrays.append(np.full(shape, b"", dtype=object))
-            else:
-                arrays.append(np.zeros(shape, dtype=spec.datatype.numpy))
-        return arrays
-
     def time_inference(self, rows: int | None, repeats: int = 5) -> tuple[list[float], list[tuple[int, ...]]] | None:
         """The us of `repeats` inferences (after one warm-up) on zero inputs of the smallest shape, with
         `rows` as dim 0, and the output shapes; None if the model cannot be fed or fails. Loading only."""
-        arrays = self._zero_inputs(rows)
+        arrays = zero_inputs(self.inputs, rows)
         if arrays is None:
             return None
         slot = self.pool.try_acquire()
