@@ -11,7 +11,9 @@ What the durations are (Triton's names, fastserve's phases; docs/triton.md has t
   lie outside, as Triton's frontends do.
 - queue: waiting for a free infer request, or in the batcher for a batch to leave;
 - compute_input: binding the request's tensors to the model's inputs (validation, copies,
-  image decoding); compute_infer: OpenVINO's inference (as ovms_inference_time_us);
+  image decoding); a REST JSON request taken by the per-model fast path (v2/fastjson.py) is
+  decoded and bound in one pass before it reaches the core, so its compute_input is ~0 and that
+  work lies with the transport's parsing; compute_infer: OpenVINO's inference (as ovms_inference_time_us);
   compute_output: the rest, handing the outputs back (the async hop to the loop included).
 inference_count counts rows (dim 0) of a version whose config has max_batch_size > 0, else
 requests; execution_count counts inferences run, so a batch of joined requests is one.
