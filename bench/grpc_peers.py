@@ -8,7 +8,7 @@ raw_input_contents) at c8. The client's CPU per call is printed so a saturated l
 shows (grpc_load.py reports client_cpu_s).
 
 Usage (project root, test venv: it has tritonclient[grpc] and kserve):
-  .venv/bin/python bench/grpc_peers.py [--reps 2] [--dur 6] [--procs 2] [--fastserve-flag=--x=y ...]
+  .venv/bin/python bench/grpc_peers.py [--reps 2] [--dur 6] [--procs 2] [--only resnet50] [--fastserve-flag=--x=y ...]
 """
 
 from __future__ import annotations
@@ -76,31 +76,34 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--dur", type=float, default=6.0)
     ap.add_argument("--procs", type=int, default=2, help="grpc_load.py client processes")
+    ap.add_argument("--only", choices=["add", "resnet50"], help="one model's scenarios only")
     ap.add_argument("--fastserve-flag", action="append", default=[], help="an extra fastserve flag (repeatable)")
     args = ap.parse_args()
     servers = ["fastserve", "kserve"]
+    scenarios = [s for s in SCENARIOS if args.only in (None, s[0])]
     results: dict[tuple[str, str, int], list[dict]] = {}
     limits: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = models(folder)
         for _ in range(args.reps):
-            limits.append(in_process(paths["resnet50"], args.dur))
+            if args.only != "add":
+                limits.append(in_process(paths["resnet50"], args.dur))
             for name in servers:  # interleaved: each repetition visits every server
                 proc, port = start(name, paths, folder, args.fastserve_flag)
                 try:
-                    for model, c, raw in SCENARIOS:
+                    for model, c, raw in scenarios:
                         results.setdefault((name, model, c), []).append(
                             load(port, model, c, raw, args.dur, args.procs))
                 finally:
                     proc.terminate()
                     proc.wait(30)
     print(json.dumps({f"{k[0]} {k[1]} c{k[2]}": v for k, v in results.items()}), file=sys.stderr)
-    limit = statistics.median(limits)
+    limit = statistics.median(limits) if limits else 0.0
     print(f"in-process limit (ResNet-50, OpenVINO alone): {limit:.1f} inf/s")
     print("| scenario | fastserve RPC/s | p99 ms | KServe-py RPC/s | p99 ms | fastserve / KServe | fastserve / limit |")
     print("|---|---|---|---|---|---|---|")
-    for model, c, raw in SCENARIOS:
+    for model, c, raw in scenarios:
         row = {name: results[(name, model, c)] for name in servers}
         rps = {name: statistics.median(r["rps"] for r in runs) for name, runs in row.items()}
         p99 = {name: statistics.median(r["p99_ms"] or 0 for r in runs) for name, runs in row.items()}
