@@ -2,8 +2,9 @@
 
 Rules: builds the add model in code, starts fastserve and the lean prototype
 (`../shared/peers/proto_ov_server.py`, run from that folder) on the same IR, then measures
-add JSON and health at 32 connections with wrk (bench/loadgen.py), interleaving the two servers
-in every repetition so each ratio compares figures taken seconds apart. It prints requests/s,
+add JSON and health at 32 connections with wrk (bench/loadgen.py); health also on the bare
+uvloop + httptools server (`../shared/peers/raw_httptools.py`, issue 13's health goal is against it),
+interleaving the servers in every repetition so each ratio compares figures taken seconds apart. It prints requests/s,
 p99 and server CPU per request (from /proc) for both, and the ratios. Traffic goes to 127.0.0.1
 only; both processes are stopped by their PIDs. Run it before committing a hot-path change:
 Usage: python bench/quick.py [--reps 3] [--dur 4] [--conns 32]
@@ -35,7 +36,14 @@ def start_proto(repo: Path, logs: Path) -> Server:
     if not script.exists():
         raise SystemExit(f"the lean prototype is not at {script}: run from a checkout with ../shared beside it")
     command = [sys.executable, str(script), "--models", str(repo), "--port", str(port)]
-    return Server("proto", command, logs, port=port, ready_path="/v2/health/ready")
+    return Server("proto", command, logs, port=port, ready_path="/v2/health/ready", cwd=PEERS)
+
+
+def start_bare(logs: Path) -> Server:
+    """The HTTP ceiling: a fixed 200 for every request, started from ../shared/peers."""
+    port = free_port()
+    command = [sys.executable, str(PEERS / "raw_httptools.py"), "--port", str(port)]
+    return Server("bare", command, logs, port=port, ready_path="/", cwd=PEERS)
 
 
 def start_fastserve(config: Path, logs: Path) -> Server:
@@ -76,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         config = models.write_config(repo, [models.ServedModel("add", "add")])
         body = work / "add.json"
         body.write_bytes(models.json_body(models.add_inputs()))
-        servers = [start_fastserve(config, logs), start_proto(repo, logs)]
+        servers = [start_fastserve(config, logs), start_proto(repo, logs), start_bare(logs)]
         try:
             figures = run(servers, body, args)
         finally:
@@ -93,6 +101,8 @@ def run(servers: list[Server], body: Path, args: argparse.Namespace) -> dict[tup
         order = servers if rep % 2 == 0 else servers[::-1]
         for scenario in ("add_json", "health"):
             for server in order:
+                if server.name == "bare" and scenario != "health":
+                    continue
                 if scenario == "add_json":
                     target = Target(
                         server.url + "/v2/models/add/infer", "POST", body, {"Content-Type": "application/json"}
@@ -109,20 +119,22 @@ def report(figures: dict[tuple[str, str], list[dict[str, float]]]) -> None:
 
     print(f"{'scenario':10} {'server':10} {'req/s':>9} {'p99 ms':>7} {'CPU us/req':>10}")
     for scenario in ("add_json", "health"):
-        for server in ("fastserve", "proto"):
+        for server in ("fastserve", "proto", "bare"):
+            if (scenario, server) not in figures:
+                continue
             print(
                 f"{scenario:10} {server:10} {median(scenario, server, 'rps'):9.0f} "
                 f"{median(scenario, server, 'p99_ms'):7.2f} {median(scenario, server, 'cpu_us'):10.1f}"
             )
-    for scenario in ("add_json", "health"):
+    for scenario, peer in (("add_json", "proto"), ("health", "proto"), ("health", "bare")):
         ratios: list[Any] = [
             a["rps"] / b["rps"]
-            for a, b in zip(figures[(scenario, "fastserve")], figures[(scenario, "proto")], strict=True)
+            for a, b in zip(figures[(scenario, "fastserve")], figures[(scenario, peer)], strict=True)
         ]
         print(
-            f"{scenario}: fastserve / prototype = {statistics.median(ratios):.2f}x req/s "
+            f"{scenario}: fastserve / {peer} = {statistics.median(ratios):.2f}x req/s "
             f"(per repetition: {', '.join(f'{r:.2f}' for r in ratios)}); CPU per request "
-            f"{median(scenario, 'fastserve', 'cpu_us') / median(scenario, 'proto', 'cpu_us'):.2f}x"
+            f"{median(scenario, 'fastserve', 'cpu_us') / median(scenario, peer, 'cpu_us'):.2f}x"
         )
 
 
