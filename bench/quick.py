@@ -7,13 +7,18 @@ uvloop + httptools server (`../shared/peers/raw_httptools.py`, issue 13's health
 interleaving the servers in every repetition so each ratio compares figures taken seconds apart. It prints requests/s,
 p99 and server CPU per request (from /proc) for both, and the ratios. Traffic goes to 127.0.0.1
 only; both processes are stopped by their PIDs. Run it before committing a hot-path change:
-Usage: python bench/quick.py [--reps 3] [--dur 4] [--conns 32]
+With --resnet it also builds ResNet-50 and measures its JSON body (FP32 1x3x224x224, 2.9 MB) at
+8 connections on fastserve and the prototype against the in-process limit (bench/inprocess.py,
+measured before and after the servers' windows, their mean): issue 13's ResNet JSON goal.
+Usage: python bench/quick.py [--reps 3] [--dur 4] [--conns 32] [--resnet]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -75,23 +80,67 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--dur", type=float, default=4.0)
     parser.add_argument("--conns", type=int, default=32)
+    parser.add_argument("--resnet", action="store_true", help="also ResNet-50 JSON c8 / in-process limit")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="fastserve-quick-") as tmp:
         work = Path(tmp)
         repo, logs = work / "models", work / "logs"
         logs.mkdir(parents=True)
         models.save(models.build_add_model(), repo, "add")
-        config = models.write_config(repo, [models.ServedModel("add", "add")])
+        served = [models.ServedModel("add", "add")]
+        if args.resnet:
+            models.save(models.build_resnet50(), repo, "resnet50")
+            served.append(models.ServedModel("resnet50", "resnet50"))
+            (work / "resnet.json").write_bytes(models.json_body(models.image_inputs()))
+        config = models.write_config(repo, served)
         body = work / "add.json"
         body.write_bytes(models.json_body(models.add_inputs()))
         servers = [start_fastserve(config, logs), start_proto(repo, logs), start_bare(logs)]
         try:
             figures = run(servers, body, args)
+            limits = resnet(servers[:2], repo, work / "resnet.json", args) if args.resnet else None
         finally:
             for server in servers:
                 server.stop()
     report(figures)
+    if limits is not None:
+        report_resnet(limits)
     return 0
+
+
+def inprocess_limit(model: Path, seconds: float) -> float:
+    done = subprocess.run([sys.executable, str(BENCH / "inprocess.py"), str(model), "--seconds", str(seconds)],
+                          capture_output=True, text=True, check=True)
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["rps"])
+
+
+def resnet(servers: list[Server], repo: Path, body: Path, args: argparse.Namespace) -> dict[str, list[float]]:
+    """Per repetition: the limit before, each server's req/s and CPU ms per request, the limit after."""
+    model = repo / "resnet50" / "1" / "model.xml"
+    seconds = max(args.dur, 6.0)  # ~15 inferences/s: a window needs a few rounds of the 8 connections
+    out: dict[str, list[float]] = {}
+    for rep in range(args.reps):
+        order = servers if rep % 2 == 0 else servers[::-1]
+        limit = inprocess_limit(model, seconds)
+        for server in order:
+            url = server.url + "/v2/models/resnet50/infer"
+            target = Target(url, "POST", body, {"Content-Type": "application/json"})
+            figures = measure(server, target, 8, seconds)
+            out.setdefault(server.name, []).append(figures["rps"])
+            out.setdefault(server.name + "_cpu_ms", []).append(figures["cpu_us"] / 1000)
+        out.setdefault("limit", []).append((limit + inprocess_limit(model, seconds)) / 2)
+    return out
+
+
+def report_resnet(out: dict[str, list[float]]) -> None:
+    for name in ("fastserve", "proto"):
+        ratios = [rps / limit for rps, limit in zip(out[name], out["limit"], strict=True)]
+        print(
+            f"resnet_json_c8: {name} / in-process limit = {statistics.median(ratios):.2f}x "
+            f"(per repetition: {', '.join(f'{r:.2f}' for r in ratios)}; {statistics.median(out[name]):.1f} req/s, "
+            f"limit {statistics.median(out['limit']):.1f}/s, server CPU {statistics.median(out[name + '_cpu_ms']):.1f} "
+            "ms per request)"
+        )
 
 
 def run(servers: list[Server], body: Path, args: argparse.Namespace) -> dict[tuple[str, str], list[dict[str, float]]]:
