@@ -70,6 +70,12 @@ class App:
             "model_config": self.model_config,
             "model_stats": self.model_stats,
         }
+        # Bodyless GETs whose answer is a fixed Response, by raw URL: the protocol writes its prebuilt
+        # wire form (health checks, ~1 us less each). Emptied when CORS adds headers to every response.
+        self.quick: dict[bytes, Callable[[], Response]] = {
+            b"/v2/health/live": lambda: _LIVE,
+            b"/v2/health/ready": lambda: _READY if self.repository.ready else _NOT_READY,
+        }
         # Hot reload (fastserve/reload.py), set by the server: /v1/config and /v1/config/reload.
         self.reloader: Reloader | None = None
         # Header lines added to every response, by request (CORS); None: nothing to add.
@@ -84,6 +90,7 @@ class App:
         if settings.allowed_origins:
             from fastserve.cors import Cors
 
+            self.quick = {}
             self.extra_headers = Cors(
                 settings.allowed_origins, settings.allowed_methods, settings.allowed_headers,
                 settings.allow_credentials,
@@ -193,6 +200,14 @@ def respond(outcome: Outcome) -> Response:
         return Response(204)  # a demultiplexer found nothing: OVMS's 204 No Content
     try:
         target = outcome.target
+        every = target.every_json  # every output as JSON, the common case: its bytes prebuilt at load time
+        if every is not None and outcome.selected is every.selected:
+            head = every(outcome.decoded.id, result.arrays)
+        else:
+            head = None
+        if head is not None:
+            result.release()  # the JSON bytes are our own: the infer request can go back now
+            return Response(200, head)
         encoded = encode_selected(target.name, target.version_text, outcome.decoded, outcome.selected, result.arrays)
     except BaseException:
         result.release()

@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from fastserve.triton.stats import InferStats
+from fastserve.v2.encode import EveryJson
 from fastserve.v2.types import InferRequest, TensorSpec
 
 # (selected outputs, their indexes) for binary_data_output False and True
@@ -47,6 +48,8 @@ class Target(Protocol):
     every_output: EveryOutput | None
     # The REST fast path (v2/fastjson.py): body -> (decoded, bound arrays) or None; None: no fast path.
     fast_json: Callable[[bytes | bytearray], tuple[InferRequest, list[np.ndarray]] | None] | None
+    # The REST encoder of every_output's JSON selection (v2/encode.py's EveryJson); None: encode_selected.
+    every_json: EveryJson | None
 
     def bind(self, decoded: InferRequest) -> list[np.ndarray]:
         """The request's arrays in input order; InvalidInput when they do not fit."""

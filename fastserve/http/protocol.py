@@ -32,6 +32,7 @@ from fastserve.http.limits import MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES, 
 from fastserve.http.request import Request
 from fastserve.http.response import CONTINUE, Response, error_response, plain_error
 from fastserve.http.state import ServerState
+from fastserve.http.timeouts import check_timeouts
 
 log = logging.getLogger("fastserve.http")
 
@@ -39,7 +40,7 @@ class HttpProtocol(FlowControl):
     __slots__ = (
         "app", "state", "parser", "pipeline", "queued_bytes", "active", "last_activity",
         "url", "headers", "header_bytes", "stalled_bytes", "progress", "seq", "body", "parsing", "headers_done",
-        "started_at", "continue_pending", "error", "max_body", "keep_alive", "http10", "extra_headers",
+        "started_at", "continue_pending", "error", "max_body", "keep_alive", "http10", "extra_headers", "quick",
     )  # fmt: skip
 
     def __init__(self, app: Any, state: ServerState) -> None:
@@ -54,6 +55,7 @@ class HttpProtocol(FlowControl):
         self.last_activity = 0.0
         self.max_body = state.settings.max_request_size
         self.extra_headers: Callable[[Request | None], bytes] | None = getattr(app, "extra_headers", None)
+        self.quick: dict[bytes, Callable[[], Response]] = {} if state.access_log else getattr(app, "quick", {})
         # Per-request state (the request being parsed)
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
@@ -220,10 +222,13 @@ class HttpProtocol(FlowControl):
     def on_message_complete(self) -> None:
         self.parsing = False
         self.continue_pending = False
-        parser = self.parser
-        body = self.body if self.body is not None else b""
-        self.body = None
-        request = Request(parser.get_method(), self.url, self.headers, body, self.keep_alive, self.http10)
+        body, self.body = self.body, None
+        if body is None:
+            quick = self.quick.get(self.url)
+            if quick is not None and self._quick(quick):
+                return
+            body = b""
+        request = Request(self.parser.get_method(), self.url, self.headers, body, self.keep_alive, self.http10)
         if not request.keep_alive:
             self._stop_reading()  # the last request: whatever follows is discarded
         if self.active is None and not self.writing_paused and not self.pipeline:
@@ -237,6 +242,19 @@ class HttpProtocol(FlowControl):
             raise StopParsing
 
     # Request handling
+
+    def _quick(self, answer: Callable[[], Response]) -> bool:
+        """App.quick's prebuilt answer (health) with no Request, handler or _send; False if more is due."""
+        headers, transport = self.headers, self.transport
+        if (self.active is not None or self.pipeline or self.writing_paused or not self.keep_alive or self.http10
+                or self.read_done or self.state.shutting_down or b"accept-encoding" in headers
+                or b"content-encoding" in headers or self.parser.get_method() != b"GET"):
+            return False
+        wire = answer().keep_alive_wire
+        if wire is None or transport is None or transport.is_closing():
+            return False
+        transport.write(wire[0])  # last_activity: data_received set it a moment ago, in this same call
+        return True
 
     def _start(self, request: Request) -> None:
         self.active = request
@@ -362,26 +380,8 @@ class HttpProtocol(FlowControl):
             if self.parsing and not self.headers_done:
                 self.started_at = now
 
-    # Timeouts (called by the server's once-a-second sweep); a limit of 0 turns one off
-
-    def check_timeouts(self, now: float) -> None:
-        transport = self.transport
-        if transport is None:
-            return
-        settings = self.state.settings
-        if self.writing_paused:
-            self._write_stalled(now, settings.body_timeout)  # a reader taking no bytes is dropped
-            return
-        if self.reading_paused or self.linger is not None:
-            return  # we stopped reading: the client is not the one late
-        if self.parsing:
-            if not self.headers_done:
-                if 0 < settings.header_timeout < now - self.started_at:
-                    self._fail(plain_error(408, "Timed out waiting for the request headers"))
-            elif 0 < settings.body_timeout < now - self.last_activity:
-                self._fail(plain_error(408, "Timed out waiting for the request body"))
-        elif self.active is None and not self.pipeline and 0 < settings.keep_alive_timeout < now - self.last_activity:
-            transport.close()
+    def check_timeouts(self, now: float) -> None:  # the server's once-a-second sweep
+        check_timeouts(self, now)
 
     def unfinished(self) -> int:
         return (self.active is not None) + len(self.pipeline) + self.parsing

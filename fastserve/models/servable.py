@@ -43,6 +43,7 @@ from fastserve.models.slots import (
 from fastserve.models.zeros import zero_inputs
 from fastserve.triton.stats import InferStats
 from fastserve.v2.datatypes import BYTES
+from fastserve.v2.encode import EveryJson
 from fastserve.v2.fastjson import FastJson
 from fastserve.v2.images import image_input_bytes
 from fastserve.v2.types import InferRequest, TensorSpec
@@ -101,6 +102,7 @@ class Servable:
         self.fast_json: FastJson | None = FastJson.build(self.inputs)
         self.outputs: dict[str, TensorSpec] = {s.name: s for s in sorted(output_specs, key=lambda s: s.name)}
         self.every_output = every_output(self.outputs)  # the core's selection when a request names none
+        self.every_json = EveryJson.build(name, self.version_text, self.every_output[0][0])  # its REST encoder
         self._input_types = [port.get_element_type() for port in compiled.inputs]
         self._string_inputs = [spec.datatype is BYTES for spec in input_specs]
         self._string_outputs = [spec.datatype is BYTES for spec in output_specs]

@@ -95,6 +95,48 @@ def encode_selected(
     return EncodedResponse(head, parts, len(head) if parts else None)
 
 
+class EveryJson:
+    """encode_selected for one model version's every-output JSON selection, its fixed bytes made at load time.
+
+    The same bytes as encode_selected: the document's start and each output's name and datatype are
+    prebuilt, so a request formats only its id, shapes and data (add model 1.25 -> 0.75 us).
+    """
+
+    __slots__ = ("selected", "prefix", "entries")
+
+    def __init__(self, model_name: str, model_version: str, selected: list[tuple[TensorSpec, bool]]) -> None:
+        self.selected = selected  # the selection object this encodes (compared by identity)
+        self.prefix = b'{"model_name":%s,"model_version":%s,"id":' % (orjson.dumps(model_name),
+                                                                     orjson.dumps(model_version))
+        self.entries = [b'{"name":%s,"datatype":%s,"shape":' % (orjson.dumps(spec.name),
+                                                               orjson.dumps(spec.datatype.name))  # type: ignore[union-attr]
+                        for spec, _ in selected]
+
+    @classmethod
+    def build(cls, model_name: str, model_version: str, selected: list[tuple[TensorSpec, bool]]) -> EveryJson | None:
+        """None when some output is not plain numbers (BYTES, BF16, no v2 type) or goes binary."""
+        for spec, binary in selected:
+            if binary or spec.datatype is None or spec.datatype is BYTES or spec.datatype is BF16:
+                return None
+        return cls(model_name, model_version, selected) if selected else None
+
+    def __call__(self, request_id: str | None, arrays: list[np.ndarray]) -> bytes | None:
+        """The JSON head; None when orjson cannot take an array as it is (strings, strided, foreign byte order):
+        encode_selected then converts or refuses it."""
+        try:
+            if len(arrays) == 1:
+                array = arrays[0]
+                return b'%s%s,"outputs":[%s%s,"data":%s}]}' % (
+                    self.prefix, orjson.dumps(request_id or ""), self.entries[0], orjson.dumps(array.shape),
+                    orjson.dumps(array.reshape(-1), option=_DUMPS_OPTIONS))
+            described = [b'%s%s,"data":%s}' % (entry, orjson.dumps(array.shape),
+                                               orjson.dumps(array.reshape(-1), option=_DUMPS_OPTIONS))
+                         for entry, array in zip(self.entries, arrays, strict=True)]
+        except orjson.JSONEncodeError:
+            return None
+        return b'%s%s,"outputs":[%s]}' % (self.prefix, orjson.dumps(request_id or ""), b",".join(described))
+
+
 def datatype_name(spec: TensorSpec, array: np.ndarray) -> str:
     return spec.datatype.name if spec.datatype is not None else spec.type_name
 

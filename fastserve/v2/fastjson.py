@@ -24,8 +24,9 @@ from fastserve.v2.types import Dim, InferInput, InferRequest, TensorSpec
 # Decoded, bound: what the fast path hands back.
 Prepared = tuple[InferRequest, list[np.ndarray]]
 # One input the fast path can take: its spec, datatype name, dims (static or ranged), the shape as a
-# list when every dim is static (else None), and jsondata's rules for its values (small_flat's).
-_Entry = tuple[TensorSpec, str, tuple[Dim, ...], list[int] | None, frozenset[type], float, float, np.dtype]
+# list when every dim is static (else None) with its value count (-1 when outside 1..SMALL_FLAT: never
+# taken here), and jsondata's rules for its values (small_flat's).
+_Entry = tuple[TensorSpec, str, tuple[Dim, ...], list[int] | None, int, frozenset[type], float, float, np.dtype]
 _ITEM_KEYS = frozenset(("name", "shape", "datatype", "data"))
 
 
@@ -48,7 +49,9 @@ class FastJson:
             if rules is None or spec.dims is None:
                 return None
             static = [low for low, _ in spec.dims] if all(low == high for low, high in spec.dims) else None
-            entries[spec.name] = (spec, datatype.name, spec.dims, static, *rules)  # type: ignore[union-attr]
+            count = math.prod(static) if static is not None else -1
+            count = count if 0 < count <= SMALL_FLAT else -1
+            entries[spec.name] = (spec, datatype.name, spec.dims, static, count, *rules)  # type: ignore[union-attr]
         return cls(entries) if entries else None
 
     def __call__(self, body: bytes | bytearray) -> Prepared | None:
@@ -78,7 +81,7 @@ class FastJson:
             entry = entries.get(name) if type(name) is str else None
             if entry is None:
                 return None
-            spec, type_name, dims, static, allowed, low, high, dtype = entry
+            spec, type_name, dims, static, count, allowed, low, high, dtype = entry
             if arrays[spec.index] is not None or item["datatype"] != type_name:
                 return None  # a repeated input, or another datatype: the general path says so
             shape = item["shape"]
@@ -97,7 +100,12 @@ class FastJson:
                     if type(dim) is not int or dim < least or (most != -1 and dim > most):
                         return None
             data = item["data"]
-            if type(data) is not list or not 0 < len(data) <= SMALL_FLAT or len(data) != math.prod(shape):
+            if type(data) is not list:
+                return None
+            if static is not None:
+                if len(data) != count:  # the count of the static shape, known at load time
+                    return None
+            elif not 0 < len(data) <= SMALL_FLAT or len(data) != math.prod(shape):
                 return None
             array = flat_array(data, allowed, low, high, dtype)
             if array is None:

@@ -172,3 +172,37 @@ def test_binary_output_is_a_view_with_its_size() -> None:
     assert encoded.header_length == len(encoded.head)
     (part,) = encoded.parts
     assert bytes(part) == values.tobytes()
+
+
+def test_every_json_writes_the_same_bytes_as_encode_selected() -> None:
+    from fastserve.v2.encode import EveryJson, encode_selected
+
+    selected = [(spec("diff", "INT64", 1), False), (spec("s\u00e9", "FP32", 0), False)]
+    every = EveryJson.build('m"1', "7", selected)
+    assert every is not None and every.selected is selected
+    for request_id in (None, "", 'a"b\\c\u00e9'):
+        request = InferRequest(request_id, {}, [], None, False)
+        for arrays in (
+            [np.array([[1, -2]], np.int64), np.array([[0.5, 1e30, -0.0]], np.float32)],
+            [np.arange(6, dtype=np.int64).reshape(2, 3).T, np.float32(3).reshape(())],  # a transposed copy, a scalar
+        ):
+            assert every(request_id, arrays) == encode_selected('m"1', "7", request, selected, arrays).head
+    one = [(spec("out", "FP32"), False)]
+    single = EveryJson.build("m", "1", one)
+    assert single is not None
+    ones = [np.ones((1, 2), np.float32)]
+    assert single("x", ones) == encode_selected("m", "1", InferRequest("x", {}, [], None, False), one, ones).head
+    # What orjson cannot take as it is goes back to encode_selected, which converts or refuses it.
+    for array in (np.arange(8, dtype=np.float32)[::2], np.ones(2, ">f4"), np.array(["a"]), np.array([b"a"], object)):
+        assert single(None, [array]) is None
+
+
+def test_every_json_is_only_for_plain_json_numbers() -> None:
+    from fastserve.v2.encode import EveryJson
+
+    assert EveryJson.build("m", "1", []) is None
+    assert EveryJson.build("m", "1", [(spec("out", "FP32"), True)]) is None  # binary
+    for datatype in ("BYTES", "BF16"):
+        assert EveryJson.build("m", "1", [(spec("out", datatype), False)]) is None
+    unmapped = TensorSpec("out", None, "u4", ((0, -1),), 0)
+    assert EveryJson.build("m", "1", [(unmapped, False)]) is None

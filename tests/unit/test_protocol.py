@@ -534,3 +534,38 @@ def test_shutdown_closes_idle_and_busy_after_response(h: Harness) -> None:
     assert h.transport.take().endswith(b"connection: close\r\n\r\n")
     h.protocol.shutdown()  # lingering connections close at once on shutdown
     assert h.transport.closed
+
+
+def test_quick_answers_skip_the_app_only_when_nothing_else_is_due(loop: asyncio.AbstractEventLoop) -> None:
+    fixed = Response.fixed(200, b'{"live":true}')
+    h = Harness(loop)
+    h.protocol.quick = {b"/q": lambda: fixed}  # what App.quick holds for the health URLs
+    h.feed(b"GET /q HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert h.transport.take() == fixed.keep_alive_wire[0] and h.app.seen == []  # type: ignore[index]
+    # Anything that needs more than the prebuilt bytes takes the app's path, in order.
+    for request in (
+        b"HEAD /q HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /q HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /q HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n",
+        b"GET /q HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+        b"GET /q HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    ):
+        h.feed(request)
+    assert [r.method for r in h.app.seen] == [b"HEAD", b"POST", b"GET", b"GET", b"GET"]
+    h.transport.take()
+    h.feed(GET_SLOW + b"GET /q HTTP/1.1\r\nHost: x\r\n\r\n")  # behind a pending request: queued, not first
+    assert h.transport.take() == b"" and len(h.app.seen) == 6
+    h.resolve(0, Response(200, b"{}"))
+    assert len(h.app.seen) == 7
+    assert [body for _, body in split_responses(h.transport.take())] == [b"{}", b'{"path": "/q", "body": 0}']
+    h.feed(b"GET /q HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")  # the last response says close
+    assert b"connection: close" in h.transport.take() and len(h.app.seen) == 8
+
+
+def test_quick_answers_are_off_with_the_access_log(loop: asyncio.AbstractEventLoop) -> None:
+    class QuickApp(FakeApp):
+        quick = {b"/q": lambda: Response.fixed(200)}
+
+    state = ServerState(dataclasses.replace(ServerSettings(), log_level="DEBUG"), loop)
+    assert HttpProtocol(QuickApp(loop), state).quick == {}
+    assert HttpProtocol(QuickApp(loop), ServerState(ServerSettings(), loop)).quick == QuickApp.quick
