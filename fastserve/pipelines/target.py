@@ -20,6 +20,7 @@ class PipelineTarget:
     __slots__ = ("compiled", "name", "version_text", "inputs", "outputs", "metadata", "stats")
     every_output = None  # outputs are selected per request (core/target.py)
     fast_json = None  # no REST fast path (v2/fastjson.py): pipelines bind by their own rules
+    inline = False  # not admitted to the loop's queue (core/admission.py): their model nodes queue per version
 
     def __init__(self, compiled: Compiled, stats: InferStats | None = None) -> None:
         self.compiled = compiled
