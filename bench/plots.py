@@ -17,6 +17,7 @@ from typing import Any
 KEY = re.compile(r"^(?P<family>.+)_c(?P<conns>\d+)(?:_after)?$")
 THROUGHPUT = "results-throughput.png"
 LATENCY = "results-latency.png"
+P99 = "results-p99.png"  # p99 against connections, as issue 13 asks beside throughput
 
 Series = dict[tuple[str, str], list[tuple[int, float, float, float]]]  # (family, server) -> (conns, rps, p50, p99)
 
@@ -89,6 +90,22 @@ def write_plots(folder: Path, reps: list[dict[str, dict[str, Any]]]) -> list[str
     plt.close(fig)
     fig, axes = _panels(plt, groups)
     for ax, group in zip(axes, groups, strict=True):
+        conns = set()
+        for (family, server), points in sorted(data.items()):
+            if family.split("_")[0] == group:
+                conns.update(p[0] for p in points)
+                ax.plot([p[0] for p in points], [p[3] for p in points], marker="x", label=f"{family} / {server}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(conns), [str(c) for c in sorted(conns)])
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        _finish(ax, group, "connections (concurrent requests)", "p99 latency ms (log scale)")
+    fig.suptitle("p99 latency against concurrency (median of repetitions)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(folder / P99, dpi=110)
+    plt.close(fig)
+    fig, axes = _panels(plt, groups)
+    for ax, group in zip(axes, groups, strict=True):
         for (family, server), points in sorted(data.items()):
             if family.split("_")[0] != group:
                 continue
@@ -107,4 +124,4 @@ def write_plots(folder: Path, reps: list[dict[str, dict[str, Any]]]) -> list[str
     fig.tight_layout()
     fig.savefig(folder / LATENCY, dpi=110)
     plt.close(fig)
-    return [THROUGHPUT, LATENCY]
+    return [THROUGHPUT, P99, LATENCY]

@@ -163,6 +163,7 @@ def raw_table(reps: list[Figures]) -> list[str]:
 
 
 PICTURES = {"results-throughput.png": "Throughput against connections",
+            "results-p99.png": "p99 latency against connections",
             "results-latency.png": "p50 and p99 latency against throughput"}
 
 

@@ -173,7 +173,8 @@ def add_operations_flags(p: argparse.ArgumentParser, ops: Any) -> None:
     cors.add_argument("--allow_credentials", action="store_true", help="allow cookies/credentials cross-origin")
     limits = p.add_argument_group("overload and compression")
     limits.add_argument("--max_queue_size", type=int, default=4096,
-                        help="requests waiting for an infer request, per model version; more get 503")
+                        help="requests waiting for an infer request per model version, and inline requests per turn "
+                        "of the event loop per worker; more get 503")
     limits.add_argument("--request_timeout_seconds", type=float, default=30.0,
                         help="seconds a request may wait for an infer request before a 503 (0: no limit)")
     limits.add_argument("--max_decompressed_size", type=int, default=64 << 20,

@@ -175,15 +175,18 @@ class App:
 
     def infer(self, request: Request, route: Route, trace: Trace | None = None) -> Response | Awaitable[Response]:
         assert route.model is not None
-        target = self.core.target(route.model, route.version)
+        core = self.core
+        target = core.target(route.model, route.version)
+        if target.inline:
+            core.admit(target)  # the loop's queue (core/admission.py): a 503 before any decoding
         body = request.body
         header = request.headers.get(b"inference-header-content-length")
         fast = target.fast_json if header is None else None
         prepared = fast(body) if fast is not None else None
         if prepared is not None:  # the common JSON request, decoded and bound in one pass
-            outcome = self.core.infer(target, prepared[0], trace, prepared[1])
+            outcome = core.infer(target, prepared[0], trace, prepared[1])
         else:
-            outcome = self.core.infer(target, decode_request(body, parse_header_length(header, len(body))), trace)
+            outcome = core.infer(target, decode_request(body, parse_header_length(header, len(body))), trace)
         if type(outcome) is Outcome:
             return respond(outcome)
         return _respond_later(outcome)  # type: ignore[arg-type]

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import uvloop
 
+from fastserve.core import admission
 from fastserve.errors import ConfigError
 from fastserve.handlers import App
 from fastserve.http.protocol import HttpProtocol
@@ -67,6 +68,7 @@ class WorkerRole:
 def run(settings: ServerSettings, worker: WorkerRole | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the process exit code. ConfigErrors before listening propagate."""
     pool.configure(settings.max_queue_size, settings.request_timeout_seconds)  # before any servable exists
+    admission.configure(settings.max_queue_size)  # the loop's queue of inline requests, per worker
     repository = Repository(settings.models, settings.cache_dir)
     plan = repository.plan()  # ConfigErrors surface here, before anything listens
     if settings.pipelines:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from fastserve.core.admission import LOOP_QUEUE, LoopQueue
 from fastserve.core.target import Result, Target
 from fastserve.core.trace import Trace
 from fastserve.errors import FastServeError, ModelNotFound
@@ -49,8 +50,19 @@ class Outcome:
 
 
 class InferenceCore:
-    def __init__(self, repository: Repository) -> None:
+    def __init__(self, repository: Repository, loop_queue: LoopQueue = LOOP_QUEUE) -> None:
         self.repository = repository
+        self.loop_queue = loop_queue
+
+    def admit(self, target: Target) -> None:
+        """Before decoding: an inline target's request joins the loop's queue (core/admission.py),
+        or Overloaded (503, RESOURCE_EXHAUSTED) when the queue is full; async targets queue per version."""
+        if target.inline:
+            try:
+                self.loop_queue.enter(target.name)
+            except FastServeError:
+                target.stats.fail(perf_counter())
+                raise
 
     def target(self, model: str, version: int | None) -> Target:
         """OVMS's lookup order: a model version, then a pipeline (whose version is ignored)."""

@@ -43,6 +43,7 @@ class Target(Protocol):
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
     stats: InferStats  # Triton's statistics, filled by the core for every transport
+    inline: bool  # runs on the event-loop thread, so its requests queue in the loop (core/admission.py)
     # select_outputs for a request that names no outputs, by its binary_data_output (False, True), with
     # the output indexes: built once (read-only, shared by every request); None: select per request.
     every_output: EveryOutput | None

@@ -128,6 +128,7 @@ class InferenceService:
             message = parse_request(body)
             core = self.core
             target = core.target(message.model_name, parse_version(message.model_version))
+            core.admit(target)
             outcome = core.infer(target, decode_request(message), trace)
             if type(outcome) is not Outcome:
                 outcome = await self._wait(outcome, trace)  # a cancelled call cancels this wait

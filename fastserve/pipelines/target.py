@@ -21,6 +21,7 @@ class PipelineTarget:
     every_output = None  # outputs are selected per request (core/target.py)
     fast_json = None  # no REST fast path (v2/fastjson.py): pipelines bind by their own rules
     every_json = None  # nor a prebuilt encoder (v2/encode.py's EveryJson)
+    inline = False  # not admitted to the loop's queue (core/admission.py): their model nodes queue per version
 
     def __init__(self, compiled: Compiled, stats: InferStats | None = None) -> None:
         self.compiled = compiled

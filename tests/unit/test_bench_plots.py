@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.plots import LATENCY, THROUGHPUT, series, write_plots
+from bench.plots import LATENCY, P99, THROUGHPUT, series, write_plots
 
 RUN_PY = Path(__file__).resolve().parents[2] / "bench" / "run.py"
 
@@ -38,8 +38,8 @@ def test_series_take_medians_by_family_and_server() -> None:
 
 def test_pictures_are_png_files(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    assert write_plots(tmp_path, REPS) == [THROUGHPUT, LATENCY]
-    for name in (THROUGHPUT, LATENCY):
+    assert write_plots(tmp_path, REPS) == [THROUGHPUT, P99, LATENCY]
+    for name in (THROUGHPUT, P99, LATENCY):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -59,6 +59,35 @@ def test_run_py_writes_the_pictures_next_to_the_report_and_embeds_them(tmp_path:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     text = report.read_text()
-    for name in (THROUGHPUT, LATENCY):
+    for name in (THROUGHPUT, P99, LATENCY):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # beside the report, not the figures
         assert f"]({name})" in text  # embedded by its relative name
+
+
+def test_the_add_panels_draw_fastserve_the_prototype_and_kserve_from_1_to_256_connections(tmp_path: Path) -> None:
+    """Issue 13 item 5: bench/run.py's add JSON scenarios, as it names them, give one line per server."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from bench.run import scenarios
+
+    conns = (1, 8, 32, 64, 256)
+    planned = [s for s in scenarios({"resnet": 1, "friendly": 1}, False) if s.key.startswith("add_json_c")]
+    reps = [{f"{s.key}/{s.server}": figure(1000 * s.connections, 1, s.connections) for s in planned}]
+    found = series(reps)
+    assert {server for _, server in found} == {"fastserve", "proto", "kserve"}
+    assert all([p[0] for p in points] == list(conns) for points in found.values())
+    drawn: list[str] = []
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig: plt.Figure, *args: object, **kwargs: object) -> None:
+        drawn.extend(line.get_label() for ax in fig.axes for line in ax.get_lines())
+        real_savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = spy  # type: ignore[method-assign]
+    try:
+        write_plots(tmp_path, reps)
+    finally:
+        plt.Figure.savefig = real_savefig  # type: ignore[method-assign]
+    for server in ("fastserve", "proto", "kserve"):
+        assert drawn.count(f"add_json / {server}") == 2, drawn  # throughput and p99 against connections
