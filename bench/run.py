@@ -37,6 +37,9 @@ from bench.report import write_report  # noqa: E402
 KSERVE_VENV = BENCH / ".venv-kserve"
 PEERS = BENCH.parent.parent / "shared" / "peers"  # the measuring sticks, never copied here
 # Batching settings (config.json keys) for the two batched models; batching_probe may give its own.
+# The plain variants say max_batch_size 0: they are the unbatched figures (compared with the in-process
+# limit), and a model with a dynamic batch is batched by default where the load probe shows it pays.
+UNBATCHED = {"max_batch_size": 0}
 RESNET_BATCHING = {"max_batch_size": 8, "max_queue_delay_microseconds": 2000}
 FRIENDLY_BATCHING = {"max_batch_size": 32, "max_queue_delay_microseconds": 1000}
 
@@ -131,7 +134,7 @@ def prepare(work: Path) -> tuple[Path, dict[str, int], bool]:
     models.save(models.build_resnet50(), repo, "resnet50")
     served = [
         models.ServedModel("add", "add"),
-        models.ServedModel("resnet50", "resnet50"),
+        models.ServedModel("resnet50", "resnet50", UNBATCHED),
         models.ServedModel("resnet50_batched", "resnet50", RESNET_BATCHING),
     ]
     (bodies / "add.json").write_bytes(models.json_body(models.add_inputs()))
@@ -144,7 +147,7 @@ def prepare(work: Path) -> tuple[Path, dict[str, int], bool]:
     if builder is not None:
         friendly = builder()
         models.save(friendly, repo, "friendly")
-        served += [models.ServedModel("friendly", "friendly"),
+        served += [models.ServedModel("friendly", "friendly", UNBATCHED),
                    models.ServedModel("friendly_batched", "friendly", friendly_batching())]
         body, lengths["friendly"] = models.binary_body(models.random_inputs(friendly))
         (bodies / "friendly.bin").write_bytes(body)

@@ -26,7 +26,8 @@ CONFIG_ERROR_EXIT = 2
 DEFAULT_REST_PORT = 8000
 # Flags that describe the one model of --model_name/--model_path; --config_path excludes them.
 SINGLE_MODEL_FLAGS = ("model_name", "model_path", "model_version_policy", "nireq", "target_device", "plugin_config",
-                      "shape", "batch_size", "layout", "mean", "scale", "color_format", "precision")
+                      "shape", "batch_size", "layout", "mean", "scale", "color_format", "precision",
+                      "max_batch_size")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--plugin_config", help='OpenVINO properties as JSON, e.g. {"PERFORMANCE_HINT": "THROUGHPUT"}')
     models.add_argument("--shape", help='"(1,3,224,224)", "auto", or JSON per input; dims may be -1 or a:b')
     models.add_argument("--batch_size", help="batch size, or auto for a dynamic batch dimension")
+    models.add_argument("--max_batch_size", type=int,
+                        help="fastserve's own: join concurrent requests into batches of up to N rows; 0: never; "
+                        "unset: where a load-time probe shows batches pay (docs/batching.md)")
     models.add_argument("--layout", help='input layout, e.g. "NHWC" or "NHWC:NCHW" (request:model)')
     models.add_argument("--mean", help='subtracted from the input: one value or per channel, "[123.675,116.28,103.53]"')
     models.add_argument("--scale", help='divides after mean: one value or per channel, "[58.395,57.12,57.375]"')
@@ -117,6 +121,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
                 shape=args.shape,
                 batch_size=args.batch_size,
                 layout=args.layout,
+                max_batch_size=args.max_batch_size,
                 preprocess={key: getattr(args, key) for key in ("mean", "scale", "color_format", "precision")},
             )
         ]

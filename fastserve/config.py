@@ -46,7 +46,7 @@ MODEL_KEYS = {
     "scale",
     "color_format",
     "precision",
-    # fastserve's own: opt-in dynamic batching and the execution choice.
+    # fastserve's own: dynamic batching (unset: where it pays; docs/batching.md) and the execution choice.
     "max_batch_size",
     "max_queue_delay_microseconds",
     "execution_mode",
@@ -128,8 +128,8 @@ def model_from_dict(fields: dict[str, Any], root: Path | Any, where: str) -> Mod
         batch_size=parse_batch_size(fields.get("batch_size"), f"{where}.batch_size"),
         layout=parse_layout(fields.get("layout"), f"{where}.layout"),
         **preprocessing(fields, f"{where}."),
-        max_batch_size=parse_count(fields.get("max_batch_size"), f"{where}.max_batch_size"),
-        max_queue_delay_microseconds=parse_count(
+        max_batch_size=parse_optional_count(fields.get("max_batch_size"), f"{where}.max_batch_size"),
+        max_queue_delay_microseconds=parse_optional_count(
             fields.get("max_queue_delay_microseconds"), f"{where}.max_queue_delay_microseconds"
         ),
         execution_mode=parse_choice(fields.get("execution_mode"), EXECUTION_MODES, f"{where}.execution_mode"),
@@ -149,6 +149,7 @@ def model_from_flags(
     batch_size: Any = None,
     layout: Any = None,
     preprocess: dict[str, Any] | None = None,
+    max_batch_size: Any = None,
 ) -> ModelSettings:
     """The single-model flags (`--model_name` + `--model_path` ...); errors name the flag."""
     return ModelSettings(
@@ -163,6 +164,7 @@ def model_from_flags(
         batch_size=parse_batch_size(batch_size, "--batch_size"),
         layout=parse_layout(layout, "--layout"),
         **preprocessing(preprocess or {}, "--"),
+        max_batch_size=parse_optional_count(max_batch_size, "--max_batch_size"),
     )
 
 
@@ -342,6 +344,11 @@ def parse_count(value: Any, where: str) -> int:
     if not _is_int(value) or value < 0:
         raise ConfigError(f"{where}: must be an integer >= 0, not {_short(value)}")
     return int(value)
+
+
+def parse_optional_count(value: Any, where: str) -> int | None:
+    """A non-negative integer, None when unset (so 0 given is told apart from no value)."""
+    return None if value is None else parse_count(value, where)
 
 
 def parse_target_device(value: Any, where: str) -> str:

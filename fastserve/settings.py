@@ -56,9 +56,11 @@ class ModelSettings:
     scale: float | tuple[float, ...] | None = None
     color_format: str | None = None
     precision: str | None = None
-    # fastserve's own keys (OVMS has no dynamic batching): opt-in server-side batching.
-    max_batch_size: int = 0
-    max_queue_delay_microseconds: int = 0
+    # fastserve's own keys (OVMS has no dynamic batching). max_batch_size None (unset): batching where a
+    # load-time probe shows it pays (models/batching.py); 0: off; N > 0: on, up to N rows. The delay
+    # None: 0 with an explicit max_batch_size, chosen from the probe by default.
+    max_batch_size: int | None = None
+    max_queue_delay_microseconds: int | None = None
     # "auto" picks inline or async per model by a warm-up probe; see models/servable.py.
     execution_mode: str = "auto"
     # The remote base path (s3://bucket/path) mirrored into base_path before versions are listed; "" for local.

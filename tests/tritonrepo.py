@@ -6,9 +6,12 @@ Each model is there for one max_batch_size rule of fastserve/triton/config.py:
 - ``batched``: dynamic_model with max_batch_size 8 (its dims past the batch are dynamic, so the
   load-time probe never turns batching off): max_batch_size 8, dims [-1], dynamic_batching;
 - ``ranged``: the same with shape "(1:4,-1)": batched, but dim 0 stops at 4, so max_batch_size 4;
-- ``auto``: versioned_model(1), [-1,4], with OVMS's batch_size "auto": max_batch_size 4 (Triton's
-  default for an unbounded batch), dims [4];
-- ``versioned``: versions 1 and 2 of versioned_model, all served;
+- ``auto``: versioned_model(1), [-1,4], with OVMS's batch_size "auto" and max_batch_size 0 (no
+  fastserve batching, as OVMS serves it): max_batch_size 4 (Triton's default for an unbounded
+  batch), dims [4];
+- ``versioned``: versions 1 and 2 of versioned_model, all served, max_batch_size 0 (the rule for a
+  dynamic dim 0 that fastserve does not batch: max_batch_size 0, dims [-1,4]); without it,
+  batching would be on or off by the load-time probe (tests/e2e/test_batching_default.py);
 - ``add_twice``: a DAG pipeline a, b -> add -> add (sum + b) -> ``total``.
 """
 
@@ -36,9 +39,9 @@ def write_triton_repository(root: Path) -> Path:
          "max_queue_delay_microseconds": BATCHED_DELAY_US},
         {"name": "ranged", "base_path": "dynamic", "shape": f"(1:{RANGED_MAX},-1)", "max_batch_size": BATCHED_MAX,
          "max_queue_delay_microseconds": BATCHED_DELAY_US},
-        {"name": "auto", "base_path": "versioned", "batch_size": "auto",
+        {"name": "auto", "base_path": "versioned", "batch_size": "auto", "max_batch_size": 0,
          "model_version_policy": {"specific": {"versions": [1]}}},
-        {"name": "versioned", "base_path": "versioned", "model_version_policy": {"all": {}}},
+        {"name": "versioned", "base_path": "versioned", "model_version_policy": {"all": {}}, "max_batch_size": 0},
     ]
     src = {"node_name": "request"}
     pipeline = {

@@ -7,7 +7,8 @@ proto's; fields Triton always prints are printed with their defaults, so clients
 
 max_batch_size (what perf_analyzer's -b rests on: with it > 0, dim 0 of every input and output
 is the batch and `dims` leave it out):
-- fastserve batches the version (`max_batch_size` in config.json, a Batcher in front): that value;
+- fastserve batches the version (a Batcher in front: `max_batch_size` in config.json, or unset where the
+  load-time probe shows batches pay): that value, or the probed cap;
 - OVMS's `batch_size: "auto"` made dim 0 dynamic on every input: the dim's upper bound when it
   has one, else Triton's own auto-complete default, DEFAULT_MAX_BATCH_SIZE (models/batching.py);
 - otherwise 0, and `dims` are the whole shape (-1 for every non-static dim, ranges included),
@@ -57,7 +58,7 @@ def model_config(servable: Servable, settings: ModelSettings) -> dict[str, Any]:
         doc["dynamic_batching"] = {
             # the batch the load-time probe found cheapest per row (docs/batching.md)
             "preferred_batch_size": [batcher.max_rows],
-            "max_queue_delay_microseconds": settings.max_queue_delay_microseconds,
+            "max_queue_delay_microseconds": round(batcher.delay * 1e6),
             "preserve_ordering": False,
             "priority_levels": 0,
             "default_priority_level": 0,
@@ -73,6 +74,8 @@ def model_config(servable: Servable, settings: ModelSettings) -> dict[str, Any]:
     parameters = {key: str(value) for key, value in plugin_config(settings).items()}
     parameters["NIREQ"] = str(servable.nireq)
     parameters["TARGET_DEVICE"] = settings.target_device
+    if servable.batching:  # fastserve's batching choice and why (models/batching.py), as in the load log line
+        parameters["BATCHING"] = servable.batching
     doc["parameters"] = {key: {"string_value": value} for key, value in sorted(parameters.items())}
     return doc
 

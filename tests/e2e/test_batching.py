@@ -5,7 +5,8 @@ The test model (built here) has input ``x`` FP32 [-1,-1] and outputs ``y`` = 2x 
 Any element >= 1e6 makes the inference fail inside OpenVINO (a reshape to an impossible
 width), which fails that whole batch. Served twice with max_batch_size 16 and
 max_queue_delay_microseconds 2000: `batched` (auto: inline, it is tiny) and `batched_async`
-(execution_mode async), plus `unbatched` without the keys (behaves as OVMS).
+(execution_mode async), plus `unbatched` without the keys (its dim 1 is dynamic, so batching stays
+off by default and it behaves as OVMS; tests/e2e/test_batching_default.py covers the default).
 """
 
 from __future__ import annotations
