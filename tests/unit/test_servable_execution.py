@@ -19,7 +19,7 @@ import openvino as ov
 import pytest
 
 from fastserve.errors import InferenceFailed
-from fastserve.models.loader import load_version
+from fastserve.models.loader import _wants_one_thread, load_version
 from fastserve.models.servable import INLINE_THRESHOLD_US, SLOW_US, InferResult, Servable
 from fastserve.models.slots import one_thread_hides_failures, runs_one_thread
 from fastserve.settings import ModelSettings
@@ -178,5 +178,8 @@ def test_a_fully_static_small_model_runs_inline_on_one_thread(tmp_path: Path) ->
     model_file = modelzoo.save(modelzoo.add_model(), tmp_path / "add") / "model.xml"
     servable = load_version(ov.Core(), ModelSettings(name="add", base_path=tmp_path / "add"), 1, model_file)
     assert servable.static
-    assert runs_one_thread(servable.compiled)
+    # The loader tries one thread for it on every OpenVINO; whether it keeps it is a warm-up timing
+    # (one thread no slower than two), which a loaded machine can tip: not asserted here.
+    settings = ModelSettings(name="add", base_path=tmp_path / "add")
+    assert _wants_one_thread(ov.Core().read_model(model_file), servable, settings)
     assert servable.probe_us is not None  # not moved to the async path
