@@ -77,8 +77,10 @@ SHARE_INPUT_BYTES = 256 * 1024
 # OpenVINO's Python callback runs only when an inference succeeds; a failed one is found by
 # polling wait_for(0) (~1.5 us a request) every 5 ms while any async inference of the version
 # runs: one timer per version, not one per inference (a timer per inference plus a shield cost
-# ~15-20 us of loop CPU per request), and a failure is reported within ~5 ms.
+# ~15-20 us of loop CPU per request). The interval is twice the inferences' time (5-100 ms): a
+# fixed 5 ms woke the loop ~5 times per ResNet-50 inference, each preempting an OpenVINO thread.
 FAILURE_POLL_S = 0.005
+MAX_FAILURE_POLL_S = 0.1
 
 
 class Servable:
@@ -129,6 +131,7 @@ class Servable:
         self.pool: SlotPool[Slot] = SlotPool(slots, name)  # queue bound and wait timeout: pool.LIMITS
         self.running: set[Slot] = set()  # async inferences started and not yet finished
         self.poll: asyncio.TimerHandle | None = None  # the failure poll while any is running
+        self.poll_s = FAILURE_POLL_S  # its interval: a running average of the async inferences' times
         # Inferences OpenVINO runs at once (its streams): 1 under the LATENCY hint. A Batcher holds
         # a batch back only while this many of its batches run.
         self.parallel = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
@@ -213,7 +216,7 @@ class Servable:
             raise InferenceFailed(_short(exc)) from None
         self.running.add(slot)
         if self.poll is None:
-            self.poll = loop.call_later(FAILURE_POLL_S, self._poll_failures)
+            self.poll = loop.call_later(self.poll_s, self._poll_failures)
         # Not shielded: if our caller is cancelled the future is cancelled too, and _finish gives
         # the slot back once OpenVINO is really done with it.
         try:
@@ -222,6 +225,8 @@ class Servable:
             self._give_back(slot)
             raise
         infer_us = (time.perf_counter() - started) * 1e6
+        poll_s = self.poll_s
+        self.poll_s = poll_s + (min(max(infer_us * 2e-6, FAILURE_POLL_S), MAX_FAILURE_POLL_S) - poll_s) * 0.125
         if self.auto and (infer_us < FAST_ASYNC_US or self.score < self.switch_at and infer_us > INLINE_THRESHOLD_US):
             self.adapt(infer_us)
         return InferResult(self._outputs(slot, wanted), slot, self.pool, wait_us, infer_us)
@@ -250,7 +255,7 @@ class Servable:
         if self.running:
             loop = next(iter(self.running)).loop
             assert loop is not None
-            self.poll = loop.call_later(FAILURE_POLL_S, self._poll_failures)
+            self.poll = loop.call_later(self.poll_s, self._poll_failures)
 
     def _give_back(self, slot: Slot) -> None:
         slot.keep[:] = [None] * len(slot.keep)
