@@ -23,6 +23,7 @@ from fastserve.grpc.h2.context import CallContext
 from fastserve.grpc.h2.engine import Engine
 from fastserve.grpc.h2.framing import MessageReader, gunzip, parse_timeout, too_large
 from fastserve.grpc.h2.options import CONNECTION_WINDOW, UNLIMITED_STREAMS
+from fastserve.grpc.h2.readmark import ReadMark
 from fastserve.grpc.h2.responder import Responder
 from fastserve.grpc.h2.streams import serve_stream
 from fastserve.grpc.rpc import BIDI, UNARY, Aborted
@@ -63,6 +64,7 @@ class GrpcConnection(Responder, asyncio.Protocol):
         streams = None if limits.max_concurrent_streams == UNLIMITED_STREAMS else limits.max_concurrent_streams
         self.conn = Engine(self, limits.max_frame, limits.stream_window, CONNECTION_WINDOW, streams)
         self.write(self.conn.take())
+        self.mark = ReadMark(transport)
         self.shared.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -90,6 +92,7 @@ class GrpcConnection(Responder, asyncio.Protocol):
             log.exception("closing a gRPC connection from %s", self.address)
             self._close_with(INTERNAL_ERROR)
             return
+        self.mark.follow(self.conn.data_left + self.conn.pad_left)
         if self.arriving:
             self._arm_arriving()
         self.flush()
