@@ -108,8 +108,9 @@ class Engine:
             if self.data_left or self.pad_left:
                 take = min(self.data_left, end - pos)
                 if take:
-                    if self.data_sid:
-                        handler.on_data(self.data_sid, data[pos:pos + take])
+                    if self.data_sid:  # the read itself, or a view of it: a slice of bytes would copy
+                        piece = data if take == end and not pos else memoryview(data)[pos:pos + take]
+                        handler.on_data(self.data_sid, piece)
                     pos += take
                     self.data_left -= take
                 skip = min(self.pad_left, end - pos)
