@@ -63,8 +63,9 @@ def parse_version(text: str) -> int | None:
     return version or None
 
 
-def decode_request(message: ModelInferRequest) -> InferRequest:
-    raw = message.raw_input_contents
+def decode_request(message: ModelInferRequest, raw_views: list[memoryview] | None = None) -> InferRequest:
+    """`raw_views`: the raw_input_contents, when grpc/rawsplit.py took them out of the message."""
+    raw: Any = message.raw_input_contents if raw_views is None else raw_views
     inputs = message.inputs
     if not inputs:
         raise BadRequest("Invalid message structure - the request has no inputs")
@@ -133,7 +134,7 @@ def _input_header(tensor: ModelInferRequest.InferInputTensor) -> InferInput:
     return InferInput(name, datatype, shape, parameters(given) if given else {})
 
 
-def _attach_raw(item: InferInput, raw: bytes) -> None:
+def _attach_raw(item: InferInput, raw: bytes | memoryview) -> None:
     if item.datatype is BYTES:
         item.raw = memoryview(raw)  # 4-byte little-endian length prefixes, split when bound
         return

@@ -26,6 +26,7 @@ from fastserve.errors import FastServeError, ModelNotFound, NotFound, Unavailabl
 from fastserve.grpc.decode import NotAMessage, decode_request, parse_request, parse_version
 from fastserve.grpc.encode import encode_outcome
 from fastserve.grpc.proto import inference_pb2 as pb
+from fastserve.grpc.rawsplit import split_raw
 from fastserve.grpc.rpc import ABORTS
 from fastserve.grpc.status import NO_RESULTS, grpc_status
 from fastserve.grpc.triton import GRPC_EXTENSIONS
@@ -125,11 +126,12 @@ class InferenceService:
         trace = None if self.metrics is None else Trace()
         started = perf_counter()
         try:
-            message = parse_request(body)
+            split = split_raw(body)  # a large message gathered from reads: its tensors as views of it
+            message = parse_request(body if split is None else split[0])
             core = self.core
             target = core.target(message.model_name, parse_version(message.model_version))
             core.admit(target)
-            outcome = core.infer(target, decode_request(message), trace)
+            outcome = core.infer(target, decode_request(message, None if split is None else split[1]), trace)
             if type(outcome) is not Outcome:
                 outcome = await self._wait(outcome, trace)  # a cancelled call cancels this wait
             if outcome.result is None:  # type: ignore[union-attr]
