@@ -20,7 +20,14 @@ import pytest
 
 from fastserve.errors import InferenceFailed
 from fastserve.models.loader import _wants_one_thread, load_version
-from fastserve.models.servable import INLINE_THRESHOLD_US, SLOW_US, InferResult, Servable
+from fastserve.models.servable import (
+    FAILURE_POLL_S,
+    INLINE_THRESHOLD_US,
+    MAX_FAILURE_POLL_S,
+    SLOW_US,
+    InferResult,
+    Servable,
+)
 from fastserve.models.slots import one_thread_hides_failures, runs_one_thread
 from fastserve.settings import ModelSettings
 from tests import modelzoo
@@ -183,3 +190,39 @@ def test_a_fully_static_small_model_runs_inline_on_one_thread(tmp_path: Path) ->
     settings = ModelSettings(name="add", base_path=tmp_path / "add")
     assert _wants_one_thread(ov.Core().read_model(model_file), servable, settings)
     assert servable.probe_us is not None  # not moved to the async path
+
+
+def test_the_failure_poll_follows_the_inferences_time_and_still_reports_failures() -> None:
+    servable = compiled_servable(spin_model(THIN), "spin")
+    servable.inline = False
+    slow = spin_input(spin_rows(0.03, THIN))  # ~30 ms an inference, as sized on this machine now
+    small = spin_input(1)
+
+    async def run(rows: np.ndarray, times: int) -> float:
+        shortest = math.inf
+        for _ in range(times):
+            started = time.perf_counter()
+            (await servable.run([rows], [0])).release()  # type: ignore[misc]
+            shortest = min(shortest, time.perf_counter() - started)
+        return shortest
+
+    assert servable.poll_s == FAILURE_POLL_S
+    shortest = asyncio.run(run(slow, 12))
+    # A running average (1/8 a step) of twice each inference's time, within 5-100 ms: after 12
+    # slow ones it is past 80% of the way there, whatever this machine's speed made "slow".
+    target = min(max(2 * shortest, FAILURE_POLL_S), MAX_FAILURE_POLL_S)
+    assert target * 0.75 <= servable.poll_s <= MAX_FAILURE_POLL_S, (servable.poll_s, shortest)
+    asyncio.run(run(small, 60))  # fast inferences bring it back down to the 5 ms floor
+    assert servable.poll_s < FAILURE_POLL_S * 1.5 + (target - FAILURE_POLL_S) * (7 / 8) ** 60 * 1.01
+
+    failing = compiled_servable(modelzoo.failing_model(), "failing")
+    failing.inline = False
+    failing.poll_s = MAX_FAILURE_POLL_S  # as after slow inferences: a failure is still found by the poll
+
+    async def fail() -> None:
+        bad = [np.arange(6, dtype=np.float32), np.array([4, 4], np.int64)]
+        with pytest.raises(InferenceFailed, match="Internal inference error"):
+            await asyncio.wait_for(failing.run(bad, [0]), 5)  # type: ignore[arg-type]
+        assert failing.pool.busy == 0 and not failing.running
+
+    asyncio.run(fail())
