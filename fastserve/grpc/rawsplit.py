@@ -6,7 +6,7 @@ infer request's tensor. A message gathered from several reads (grpc/h2/framing.p
 writable buffer of its own: its top-level fields are walked here (a few tags, no payload
 touched), the raw entries become memoryviews of it, and protobuf parses only the rest (names,
 shapes, parameters: a few hundred bytes). The arrays over those views are writable, so OpenVINO
-shares them (models/servable.py) and the tensor is never copied by fastserve.
+shares them (models/servable.py): after the gather, the tensor is not copied again.
 
 Anything unusual in the wire format (a truncated field, an unknown wire type) returns None:
 the caller then parses the whole message as before and gets protobuf's own error, so the
