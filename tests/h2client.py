@@ -35,6 +35,9 @@ def grpc_frame(message: bytes) -> bytes:
 class RawH2:
     def __init__(self, host: str, port: int, timeout: float = 30.0) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        # As gRPC clients do: without it Nagle holds a write back until the server's delayed
+        # ACK of the previous one (~40 ms), so calls "sent together" would arrive apart.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout
         config = H2Configuration(client_side=True, header_encoding=None)
         self.conn = H2Connection(config)
