@@ -102,19 +102,56 @@ def test_a_call_past_its_deadline_is_dropped_from_the_queue_not_run(busy: Server
 
 def test_a_full_queue_is_resource_exhausted_and_a_cancelled_call_frees_its_place(busy: ServerProcess,
                                                                                  rows: int) -> None:
+    # The steps below send three more calls of the running calls' size; on a loaded machine they
+    # can outlast the running calls, and then the round proves nothing: it runs again with calls
+    # twice as long (the spin model's cost is measured, so this is scaling, not waiting).
+    for scale in (1, 2, 4):
+        if _full_queue_round(busy, rows * scale):
+            return
+    pytest.fail("the running calls finished before every round's steps, at 4x their measured size")
+
+
+def _full_queue_round(busy: ServerProcess, rows: int) -> bool:
+    """The test's steps with calls of `rows`; False when a running call ended before they were done."""
     stub = Stub(busy.grpc_host)
     running = [spin_call(stub, rows) for _ in range(2)]
-    wait_gauge(busy, "ovms_infer_req_active", 2, calls=tuple(running))
-    queued = spin_call(stub, rows)
-    wait_gauge(busy, "ovms_current_requests", 3)
-    code, details = stub.status("ModelInfer", infer_request("spin", {"x": ("FP32", spin_input(rows))}))
-    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and details.startswith("Too many requests waiting for model spin")
-    assert queued.cancel()
-    wait_gauge(busy, "ovms_current_requests", 2)  # its place in the queue is free again...
-    again = spin_call(stub, rows)
-    wait_gauge(busy, "ovms_current_requests", 3)  # ...and taken by the next call
-    assert not any(call.done() for call in running)
-    assert all(b"spin" in call.result() for call in [*running, again])
+    try:
+        wait_gauge(busy, "ovms_infer_req_active", 2, calls=tuple(running))
+        queued = spin_call(stub, rows)
+        if not _until(busy, "ovms_current_requests", 3, running):
+            queued.cancel()
+            return False
+        code, details = stub.status("ModelInfer", infer_request("spin", {"x": ("FP32", spin_input(rows))}))
+        if any(call.done() for call in running):
+            queued.cancel()
+            return False  # the refusal may have met a queue that was no longer full
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and details.startswith(
+            "Too many requests waiting for model spin")
+        assert queued.cancel()
+        wait_gauge(busy, "ovms_current_requests", 2)  # its place in the queue is free again...
+        again = spin_call(stub, rows)
+        if not _until(busy, "ovms_current_requests", 3, running):  # ...and taken by the next call
+            again.result()
+            return False
+        assert all(b"spin" in call.result() for call in [*running, again])
+        return True
+    finally:
+        for call in running:
+            call.result()  # the server is idle again before the next round or test
+        wait_gauge(busy, "ovms_current_requests", 0)
+
+
+def _until(server: ServerProcess, metric: str, value: float, running: list[grpc.Future]) -> bool:
+    """wait_gauge, but False as soon as one of `running` has ended (its result checked) before `value`."""
+    deadline = time.monotonic() + 30.0
+    while gauge(server, metric) != value:
+        for call in running:
+            if call.done():
+                call.result()
+                return False
+        assert time.monotonic() < deadline, f"{metric} never became {value}"
+        time.sleep(0.01)
+    return True
 
 
 def test_grpc_calls_are_counted_with_interface_grpc(busy: ServerProcess) -> None:
