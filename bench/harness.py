@@ -33,6 +33,10 @@ def free_port() -> int:
 # The peers import openvino without fastserve's guard (fastserve/telemetry.py); openvino's usage
 # reporting stands down in CI, which is what a benchmark run is.
 PEER_ENV = {"CI": os.environ.get("CI", "true")}
+# The prototype compiles the models it runs async (ResNet-50) with PERFORMANCE_HINT=THROUGHPUT
+# unless OV_HINT says otherwise (../shared/peers/ovrun.py); every server here gets LATENCY, the
+# default OVMS injects and fastserve keeps, so a figure compares servers, not compile hints.
+PROTO_ENV = {"OV_HINT": "LATENCY"}
 
 
 class Server:

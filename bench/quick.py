@@ -10,7 +10,8 @@ only; both processes are stopped by their PIDs. Run it before committing a hot-p
 With --resnet it also builds ResNet-50 and measures its JSON body (FP32 1x3x224x224, 2.9 MB) at
 8 connections on fastserve and the prototype against the in-process limit (bench/inprocess.py,
 measured before and after the servers' windows, their mean): issue 13's ResNet JSON goal.
-Usage: python bench/quick.py [--reps 3] [--dur 4] [--conns 32] [--resnet]
+With --workers N fastserve runs N REST worker processes (--rest_workers; the prototype has one).
+Usage: python bench/quick.py [--reps 3] [--dur 4] [--conns 32] [--resnet] [--workers 1]
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
 from bench import models  # noqa: E402
-from bench.harness import Server, free_port  # noqa: E402
+from bench.harness import PROTO_ENV, Server, free_port  # noqa: E402
 from bench.loadgen import Target, run_load  # noqa: E402
 
 PEERS = BENCH.parent.parent / "shared" / "peers"
@@ -41,7 +42,7 @@ def start_proto(repo: Path, logs: Path) -> Server:
     if not script.exists():
         raise SystemExit(f"the lean prototype is not at {script}: run from a checkout with ../shared beside it")
     command = [sys.executable, str(script), "--models", str(repo), "--port", str(port)]
-    return Server("proto", command, logs, port=port, ready_path="/v2/health/ready", cwd=PEERS)
+    return Server("proto", command, logs, port=port, ready_path="/v2/health/ready", cwd=PEERS, env=PROTO_ENV)
 
 
 def start_bare(logs: Path) -> Server:
@@ -51,7 +52,7 @@ def start_bare(logs: Path) -> Server:
     return Server("bare", command, logs, port=port, ready_path="/", cwd=PEERS)
 
 
-def start_fastserve(config: Path, logs: Path) -> Server:
+def start_fastserve(config: Path, logs: Path, workers: int = 1) -> Server:
     command = [
         sys.executable,
         "-m",
@@ -62,6 +63,7 @@ def start_fastserve(config: Path, logs: Path) -> Server:
         "127.0.0.1",
         "--rest_port",
         "0",
+        *(["--rest_workers", str(workers)] if workers > 1 else []),
     ]
     return Server("fastserve", command, logs)
 
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dur", type=float, default=4.0)
     parser.add_argument("--conns", type=int, default=32)
     parser.add_argument("--resnet", action="store_true", help="also ResNet-50 JSON c8 / in-process limit")
+    parser.add_argument("--workers", type=int, default=1, help="fastserve's --rest_workers (CPU counts them all)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="fastserve-quick-") as tmp:
         work = Path(tmp)
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         config = models.write_config(repo, served)
         body = work / "add.json"
         body.write_bytes(models.json_body(models.add_inputs()))
-        servers = [start_fastserve(config, logs), start_proto(repo, logs), start_bare(logs)]
+        servers = [start_fastserve(config, logs, args.workers), start_proto(repo, logs), start_bare(logs)]
         try:
             figures = run(servers, body, args)
             limits = resnet(servers[:2], repo, work / "resnet.json", args) if args.resnet else None

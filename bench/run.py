@@ -29,7 +29,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
 from bench import models, perf_analyzer  # noqa: E402
-from bench.harness import Server, free_port  # noqa: E402
+from bench.harness import PROTO_ENV, Server, free_port  # noqa: E402
 from bench.loadgen import LoadResult, Target, run_load  # noqa: E402
 from bench.plots import write_plots  # noqa: E402
 from bench.report import write_report  # noqa: E402
@@ -218,7 +218,7 @@ def start_proto(repo: Path, logs: Path) -> Server | None:
         return None
     port = free_port()
     return Server("proto", [sys.executable, str(script), "--models", str(repo), "--port", str(port)], logs,
-                  port=port, cwd=PEERS)
+                  port=port, cwd=PEERS, env=PROTO_ENV)
 
 
 # Measuring
