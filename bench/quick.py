@@ -11,7 +11,7 @@ With --resnet it also builds ResNet-50 and measures its JSON body (FP32 1x3x224x
 8 connections on fastserve and the prototype against the in-process limit (bench/inprocess.py,
 measured before and after the servers' windows, their mean): issue 13's ResNet JSON goal.
 With --workers N fastserve runs N REST worker processes (--rest_workers; the prototype has one).
-Usage: python bench/quick.py [--reps 3] [--dur 4] [--conns 32] [--resnet] [--workers 1]
+Usage: python bench/quick.py [--reps 3] [--dur 3] [--conns 32] [--resnet] [--workers 1]
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def measure(server: Server, target: Target, conns: int, seconds: float) -> dict[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--dur", type=float, default=4.0)
+    parser.add_argument("--dur", type=float, default=3.0)
     parser.add_argument("--conns", type=int, default=32)
     parser.add_argument("--resnet", action="store_true", help="also ResNet-50 JSON c8 / in-process limit")
     parser.add_argument("--workers", type=int, default=1, help="fastserve's --rest_workers (CPU counts them all)")
