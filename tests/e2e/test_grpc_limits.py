@@ -67,17 +67,22 @@ def gauge(server: ServerProcess, metric: str, model: str = "spin") -> float:
 
 
 def wait_gauge(server: ServerProcess, metric: str, value: float, timeout: float = 30.0,
-               calls: tuple[grpc.Future, ...] = ()) -> None:
+               calls: tuple[grpc.Future, ...] = (), give_up: bool = False) -> bool:
+    """Until the gauge shows `value`; a call of `calls` that failed raises, and with `give_up` one that
+    ended at all makes it return False."""
     started = time.monotonic()
     seen: list[tuple[float, float, list[bool]]] = []
     while (now := gauge(server, metric)) != value:
         for call in calls:
             if call.done():
                 call.result()  # raises what the call got
+                if give_up:
+                    return False
         if not seen or seen[-1][1] != now:
             seen.append((round(time.monotonic() - started, 2), now, [c.done() for c in calls]))
         assert time.monotonic() < started + timeout, f"{metric} never became {value}: {seen}"
         time.sleep(0.01)
+    return True
 
 
 def spin_call(stub: Stub, rows: int, timeout: float = 120.0) -> grpc.Future:
@@ -118,7 +123,7 @@ def _full_queue_round(busy: ServerProcess, rows: int) -> bool:
     try:
         wait_gauge(busy, "ovms_infer_req_active", 2, calls=tuple(running))
         queued = spin_call(stub, rows)
-        if not _until(busy, "ovms_current_requests", 3, running):
+        if not wait_gauge(busy, "ovms_current_requests", 3, calls=tuple(running), give_up=True):
             queued.cancel()
             return False
         code, details = stub.status("ModelInfer", infer_request("spin", {"x": ("FP32", spin_input(rows))}))
@@ -130,7 +135,8 @@ def _full_queue_round(busy: ServerProcess, rows: int) -> bool:
         assert queued.cancel()
         wait_gauge(busy, "ovms_current_requests", 2)  # its place in the queue is free again...
         again = spin_call(stub, rows)
-        if not _until(busy, "ovms_current_requests", 3, running):  # ...and taken by the next call
+        # ...and taken by the next call
+        if not wait_gauge(busy, "ovms_current_requests", 3, calls=tuple(running), give_up=True):
             again.result()
             return False
         assert all(b"spin" in call.result() for call in [*running, again])
@@ -139,19 +145,6 @@ def _full_queue_round(busy: ServerProcess, rows: int) -> bool:
         for call in running:
             call.result()  # the server is idle again before the next round or test
         wait_gauge(busy, "ovms_current_requests", 0)
-
-
-def _until(server: ServerProcess, metric: str, value: float, running: list[grpc.Future]) -> bool:
-    """wait_gauge, but False as soon as one of `running` has ended (its result checked) before `value`."""
-    deadline = time.monotonic() + 30.0
-    while gauge(server, metric) != value:
-        for call in running:
-            if call.done():
-                call.result()
-                return False
-        assert time.monotonic() < deadline, f"{metric} never became {value}"
-        time.sleep(0.01)
-    return True
 
 
 def test_grpc_calls_are_counted_with_interface_grpc(busy: ServerProcess) -> None:
